@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Development build: compiles deepthings._core into python/deepthings/ so that
+# `PYTHONPATH=python python -m pytest` runs the working tree without a reinstall.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DPython_EXECUTABLE="$(command -v "$py")" \
+  -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DDEEPTHINGS_DEV_INPLACE=ON >/dev/null
+cmake --build build/dev "$@"
