@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DPython_EXECUTABLE="$(command -v "$py")" \
-  -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DDEEPTHINGS_DEV_INPLACE=ON >/dev/null
+  -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DDEEPTHINGS_DEV_INPLACE=ON | grep -v "^--" || true
 cmake --build build/dev "$@"
