@@ -29,3 +29,15 @@ def yolo_fastest_paths() -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def image_paths() -> list[Path]:
     return sorted(IMAGES.glob("*.jpg"))
+
+
+# Shared CI machines are slow and noisy: hypothesis must judge correctness, never speed.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "deepthings",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile("deepthings")
