@@ -1,0 +1,117 @@
+// Fused Tile Partitioning (FTP) region arithmetic: balanced grids, back-tracing of the
+// regions each tile needs through a fused block (a DAG of layers), and the reduced regions of
+// the data-reuse (WST-S) schedule. Pure functions on integers; no tensors, no Python.
+//
+// Conventions (docs/ARCHITECTURE.md): regions are half-open [top, bottom) x [left, right) in
+// the coordinates of the map they live on; padding is explicit per side (top, left, bottom,
+// right); a window layer's output pixel o reads input rows o*s - t .. o*s - t + k - 1.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ftp {
+
+struct Region {
+  int top = 0, left = 0, bottom = 0, right = 0;  // half-open
+  int height() const { return bottom > top ? bottom - top : 0; }
+  int width() const { return right > left ? right - left : 0; }
+  bool empty() const { return height() == 0 || width() == 0; }
+  long long area() const { return static_cast<long long>(height()) * width(); }
+  bool contains(const Region& o) const {
+    return o.empty() || (top <= o.top && left <= o.left && bottom >= o.bottom && right >= o.right);
+  }
+  bool operator==(const Region& o) const {
+    return top == o.top && left == o.left && bottom == o.bottom && right == o.right;
+  }
+};
+
+struct Pad {
+  int top = 0, left = 0, bottom = 0, right = 0;
+  bool operator==(const Pad& o) const {
+    return top == o.top && left == o.left && bottom == o.bottom && right == o.right;
+  }
+};
+
+// How an output pixel depends on the input map(s); mirrors SpatialSpec.kind.
+enum class Kind : int { Window = 0, Pointwise = 1, Upsample = 2, Global = 3 };
+
+// A plain description of one layer of the fused block, filled from Python's Layer objects.
+// `inputs` are producer indices inside the block (-1 = the network input); `in_h/in_w` are the
+// sizes of the producers' maps (one entry per input), `out_h/out_w` the layer's output map.
+struct LayerDesc {
+  Kind kind = Kind::Pointwise;
+  int kh = 1, kw = 1, sh = 1, sw = 1;
+  Pad pad;         // the layer's own full-map padding (window layers)
+  int factor = 1;  // upsample factor
+  std::vector<int> inputs;
+  std::vector<int> in_h, in_w;
+  int out_h = 0, out_w = 0;
+};
+
+// One layer of one tile: the part of the layer's output the tile computes, the part of the
+// input map(s) it reads (same region for every input of a pointwise layer), and the zero
+// padding per side to apply to that crop (non-zero only where the region meets a real border).
+struct LayerRegion {
+  bool active = false;  // false: the tile does not need this layer at all
+  Region out;
+  Region in;
+  Pad pad;
+};
+
+struct TileTrace {
+  std::vector<LayerRegion> layers;  // one per block layer
+  Region input_region;              // on the network input (bounding box of what layers read)
+};
+
+// Raised for arguments no valid plan can have; the message names the layer index.
+class RegionError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// [start, end) of part `i` of `parts` nearly equal parts of `length` (sizes differ by <= 1,
+// larger parts first). Requires 1 <= parts <= length.
+std::pair<int, int> balanced_range(int length, int parts, int i);
+
+// The N x M balanced grid over an h x w map, row-major. Never an empty cell.
+std::vector<Region> balanced_grid(int h, int w, int n, int m);
+
+// What a window layer with kernel k, stride s and leading pad t needs of an input map of size
+// `in_len` to produce outputs [o1, o2): the clamped input range and the padding on both sides.
+struct Range1D {
+  int begin = 0, end = 0;  // half-open, clamped to [0, in_len)
+  int pad_before = 0, pad_after = 0;
+};
+Range1D window_input_range(int o1, int o2, int k, int s, int t, int in_len);
+
+// Input region (and per-side padding) layer `d` needs to produce output region `out`.
+LayerRegion layer_input_region(const LayerDesc& d, const Region& out, int layer_index);
+
+// Checks the block for consistent sizes and tileable layer kinds; throws RegionError.
+void validate_block(const std::vector<LayerDesc>& block, int net_in_h, int net_in_w);
+
+// Back-traces a tile: `seeds` give, per layer, a region of its output the tile must produce
+// (layer L-1's grid cell and the cells of exported layers). A layer read by several consumers
+// computes the bounding box of what they need.
+TileTrace trace_tile(const std::vector<LayerDesc>& block, const std::vector<std::pair<int, Region>>& seeds,
+                     int net_in_h, int net_in_w);
+
+// Data reuse (WST-S): the region of each layer a level-1 tile computes itself when its level-0
+// neighbours above/left/below/right (in that order; std::nullopt = missing) published their
+// overlap. A side is cut only where that neighbour's region covers the strip across the whole
+// width/height of the tile's own region, so the remainder is always a rectangle that together
+// with the neighbours' data covers the full region. Returns one region per layer (empty when
+// the neighbours cover everything or the layer is inactive).
+std::vector<Region> reduced_regions(const TileTrace& own,
+                                    const std::array<const TileTrace*, 4>& neighbours,
+                                    const std::vector<std::array<bool, 4>>& available);
+
+Region intersect(const Region& a, const Region& b);
+Region bounding_box(const Region& a, const Region& b);  // empty operands are ignored
+
+}  // namespace ftp
