@@ -1,0 +1,164 @@
+"""Namespaces, veth pairs, the bridge and tc shaping, driven through iproute2 (`ip`, `tc`).
+
+Layout of one run with prefix P (e.g. ``dt3fa2c1``)::
+
+    P-gw   (gateway)  eth0 10.200.0.1  --veth--  port "gw" \
+    P-d0   (device 0) eth0 10.200.0.10 --veth--  port "d0"  >-- bridge br0 in namespace P-br
+    P-d1   ...                                             /
+
+Every interface is created directly inside its namespace, so nothing of a run ever appears
+in the root namespace and deleting the namespaces deletes the veths and their qdiscs.
+Each direction of a link is shaped on the sending side: uploads on the node's eth0, downloads
+on the bridge port (htb for the rate, netem below it for delay and loss).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+from typing import Sequence
+
+from deepthings.errors import EmulationError
+from deepthings.testbed.spec import LinkSpec
+
+SUBNET = "10.200.0"
+GATEWAY_IP = f"{SUBNET}.1"
+BRIDGE = "br0"
+NODE_IF = "eth0"
+
+
+def device_ip(index: int) -> str:
+    """Address of device `index` (0-based) inside the run's private subnet."""
+    if not 0 <= index < 200:
+        raise EmulationError(f"device index {index} out of range (at most 200 devices)")
+    return f"{SUBNET}.{10 + index}"
+
+
+def sh(args: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run one iproute2 command; a failure raises EmulationError with the command and stderr."""
+    try:
+        proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise EmulationError(f"{args[0]} not found: install iproute2") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise EmulationError(f"`{' '.join(args)}` timed out after {timeout}s") from exc
+    if check and proc.returncode != 0:
+        raise EmulationError(f"`{' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def require_tools() -> None:
+    """Raise EmulationError unless `ip` and `tc` are installed."""
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None and shutil.which(f"/usr/sbin/{tool}") is None:
+            raise EmulationError(f"`{tool}` not found: the testbed needs iproute2 (apt-get install iproute2)")
+
+
+def list_namespaces() -> list[str]:
+    out = sh(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def add_namespace(ns: str) -> None:
+    sh(["ip", "netns", "add", ns])
+    sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+
+def delete_namespace(ns: str) -> None:
+    proc = sh(["ip", "netns", "del", ns], check=False)
+    if proc.returncode != 0 and ns in list_namespaces():
+        raise EmulationError(f"cannot delete namespace {ns}: {proc.stderr.strip()}")
+
+
+def add_bridge(ns: str) -> None:
+    sh(["ip", "-n", ns, "link", "add", BRIDGE, "type", "bridge"])
+    # No STP and no forwarding delay: ports forward as soon as they are up.
+    sh(["ip", "-n", ns, "link", "set", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+    sh(["ip", "-n", ns, "link", "set", BRIDGE, "up"])
+
+
+def connect(node_ns: str, bridge_ns: str, port: str, address: str) -> None:
+    """veth from node_ns (eth0, with `address`/24) to a port of the bridge in bridge_ns."""
+    sh(["ip", "link", "add", NODE_IF, "netns", node_ns, "type", "veth", "peer", "name", port, "netns", bridge_ns])
+    sh(["ip", "-n", bridge_ns, "link", "set", port, "master", BRIDGE])
+    sh(["ip", "-n", bridge_ns, "link", "set", port, "up"])
+    sh(["ip", "-n", node_ns, "addr", "add", f"{address}/24", "dev", NODE_IF])
+    sh(["ip", "-n", node_ns, "link", "set", NODE_IF, "up"])
+
+
+@functools.lru_cache(maxsize=1)
+def netem_available() -> bool:
+    """True if the kernel has sch_netem (probed once in a scratch namespace)."""
+    import secrets
+
+    ns = f"dtprobe{secrets.token_hex(3)}"
+    try:
+        add_namespace(ns)
+        proc = sh(["tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False)
+        return proc.returncode == 0
+    finally:
+        delete_namespace(ns)
+
+
+def _burst_bytes(rate_bps: float) -> int:
+    # htb needs a bucket that covers at least one timer tick at full rate and a GSO super-packet.
+    return max(64 * 1024, int(rate_bps / 8 / 250))
+
+
+def shape(ns: str, dev: str, link: LinkSpec) -> list[str]:
+    """Shape the egress of `dev` in `ns` per `link`; returns the qdisc kinds installed."""
+    kinds: list[str] = []
+    parent = ["root"]
+    if link.rate_bps is not None:
+        rate = str(int(link.rate_bps))
+        burst = str(_burst_bytes(link.rate_bps))
+        sh(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"])
+        sh([
+            "tc", "-n", ns, "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+            "rate", f"{rate}bit", "ceil", f"{rate}bit", "burst", str(burst), "cburst", str(burst),
+            "quantum", "60000",
+        ])
+        kinds.append("htb")
+        parent = ["parent", "1:10", "handle", "10:"]
+    if link.needs_netem:
+        args = ["tc", "-n", ns, "qdisc", "add", "dev", dev, *parent, "netem", "limit", "100000"]
+        if link.delay_s > 0:
+            args += ["delay", f"{link.delay_s * 1e6:.0f}us"]
+        if link.loss_fraction > 0:
+            args += ["loss", f"{link.loss_fraction * 100:.6f}%"]
+        proc = sh(args, check=False)
+        if proc.returncode != 0:
+            raise EmulationError(
+                f"cannot add netem on {ns}/{dev} ({proc.stderr.strip()}): this kernel lacks sch_netem, "
+                "so --delay/--loss cannot be emulated; drop them or pass --ignore-missing-netem"
+            )
+        kinds.append("netem")
+    return kinds
+
+
+def qdiscs(ns: str, dev: str) -> list[str]:
+    """Kinds of the qdiscs on `dev` in `ns` (e.g. ['htb', 'netem'])."""
+    out = sh(["tc", "-n", ns, "-j", "qdisc", "show", "dev", dev], check=False).stdout
+    try:
+        return [q.get("kind", "") for q in json.loads(out or "[]")]
+    except json.JSONDecodeError:
+        return []
+
+
+def link_counters(ns: str) -> dict[str, dict[str, int]]:
+    """Interface name -> {'rx_bytes', 'tx_bytes', 'rx_packets', 'tx_packets', 'tx_dropped'} in `ns`."""
+    out = sh(["ip", "-n", ns, "-s", "-j", "link", "show"]).stdout
+    counters: dict[str, dict[str, int]] = {}
+    for entry in json.loads(out or "[]"):
+        stats = entry.get("stats64", {})
+        rx, tx = stats.get("rx", {}), stats.get("tx", {})
+        counters[entry["ifname"]] = {
+            "rx_bytes": int(rx.get("bytes", 0)),
+            "tx_bytes": int(tx.get("bytes", 0)),
+            "rx_packets": int(rx.get("packets", 0)),
+            "tx_packets": int(tx.get("packets", 0)),
+            "tx_dropped": int(tx.get("dropped", 0)),
+        }
+    return counters
