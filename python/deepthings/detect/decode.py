@@ -166,9 +166,10 @@ def letterbox_geometry(image_wh: tuple[int, int], net_wh: tuple[int, int]) -> tu
     """Size ``(new_w, new_h)`` of the image inside a letterboxed network input (Darknet's rule)."""
     img_w, img_h = image_wh
     net_w, net_h = net_wh
+    # max(1, .): a 1-pixel-wide sliver still occupies one column (Darknet would divide by 0).
     if net_w / img_w < net_h / img_h:
-        return net_w, (img_h * net_w) // img_w
-    return (img_w * net_h) // img_h, net_h
+        return net_w, max(1, (img_h * net_w) // img_w)
+    return max(1, (img_w * net_h) // img_h), net_h
 
 
 def correct_boxes(
