@@ -1,0 +1,236 @@
+"""The emulated cluster: connectivity, CPU caps, rate shaping, and no trace left behind,
+after a clean exit, a failing workload, SIGINT, SIGTERM, and (with --cleanup) SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepthings.errors import EmulationError
+from deepthings.testbed import Testbed, cleanup_leftovers, device_specs, leftovers, network
+from deepthings.testbed.testbed import STATE_DIR
+
+from testbed_helpers import needs_root, prefix_from, traces
+
+CLI = [sys.executable, "-m", "deepthings", "emulate"]
+
+
+def test_refuses_without_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(EmulationError, match="needs root"):
+        Testbed(1).start()
+    from deepthings.cli import main
+
+    assert main(["emulate", "--devices", "1", "--", "true"]) == 1
+
+
+@needs_root
+def test_cluster_up_and_torn_down():
+    specs = device_specs(3, cpu="0.25", rate="50mbit", device_cpu="0.5,0.25,0.2")
+    with Testbed(specs) as tb:
+        prefix = tb.prefix
+        assert {f"{prefix}-{n}" for n in ["br", "gw", "d0", "d1", "d2"]} <= set(network.list_namespaces())
+        assert traces(prefix)  # sanity: the checker sees a live run
+        for node in tb.devices:
+            assert network.qdiscs(tb.namespace(node), "eth0")[0] == "htb"
+            assert network.qdiscs(tb.bridge_namespace, node)[0] == "htb"
+        quotas = [
+            Path(f"/sys/fs/cgroup/cpu/deepthings-testbed/{tb.cgroup(d)}/cpu.cfs_quota_us").read_text().strip()
+            for d in tb.devices
+        ] if tb._cg.version == 1 else [
+            Path(tb._cg.dirs(tb.cgroup(d))[0] / "cpu.max").read_text().split()[0] for d in tb.devices
+        ]
+        assert quotas == ["50000", "25000", "20000"]
+        # Every device reaches the gateway, and nothing outside the subnet is routable.
+        code = (
+            "import socket,sys\n"
+            "s=socket.create_connection((sys.argv[1], 7777), timeout=5); s.sendall(sys.argv[2].encode()); s.close()"
+        )
+        server = (
+            "import socket\n"
+            "l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"l.bind(('{tb.address('gw')}', 7777)); l.listen(8); got=[]\n"
+            "while len(got) < 3:\n"
+            "    c,_=l.accept(); got.append(c.recv(100).decode()); c.close()\n"
+            "print(','.join(sorted(got)))"
+        )
+        srv = tb.spawn("gw", [sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        for i in range(3):
+            for attempt in range(20):
+                r = tb.run(i, [sys.executable, "-c", code, tb.address("gw"), f"d{i}"], timeout=30)
+                if r.returncode == 0:
+                    break
+                time.sleep(0.1)  # the server may not listen yet
+            assert r.returncode == 0
+        out, _ = srv.communicate(timeout=30)
+        assert out.strip() == "d0,d1,d2"
+        r = tb.run(0, ["ip", "route", "get", "8.8.8.8"], capture_output=True, text=True)
+        assert r.returncode != 0  # private subnet only: no way out
+        assert tb.link_bytes()["d0"]["up"] > 0
+    assert traces(prefix) == []
+
+
+@needs_root
+def test_cpu_cap_and_rate_shaping():
+    """A busy loop gets at most its quota; 2 MB over a 8 mbit link takes at least ~2 s."""
+    specs = device_specs(1, cpu="0.2", rate="8mbit")
+    with Testbed(specs, gateway=device_specs(1, rate="8mbit")[0]) as tb:
+        busy = "import time\nt=time.time()\nwhile time.time()-t<1.0: pass\nprint(time.process_time())"
+        r = tb.run(0, [sys.executable, "-c", busy], capture_output=True, text=True, timeout=60)
+        wall_cpu = float(r.stdout)
+        assert wall_cpu < 0.2 * 1.0 * 1.6 + 0.15, wall_cpu  # a cap can only lower CPU time
+        assert tb.usage()["d0"]["throttled_s"] > 0
+        server = (
+            "import socket,time\n"
+            f"l=socket.socket(); l.bind(('{tb.address('gw')}', 7778)); l.listen(1)\n"
+            "c,_=l.accept(); n=0; t=None\n"
+            "while True:\n"
+            "    b=c.recv(1<<16)\n"
+            "    if t is None: t=time.time()\n"
+            "    if not b: break\n"
+            "    n+=len(b)\n"
+            "print(n, time.time()-t)"
+        )
+        srv = tb.spawn("gw", [sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+        client = (
+            "import socket,sys,time\n"
+            "for _ in range(50):\n"
+            "    try: s=socket.create_connection((sys.argv[1], 7778)); break\n"
+            "    except OSError: time.sleep(0.1)\n"
+            "s.sendall(b'x'*2_000_000); s.close()"
+        )
+        tb.run(0, [sys.executable, "-c", client, tb.address("gw")], timeout=60, check=True)
+        out, _ = srv.communicate(timeout=60)
+        nbytes, seconds = out.split()
+        assert int(nbytes) == 2_000_000
+        # Lower bound only: shaping guarantees the transfer cannot be faster than the rate.
+        assert float(seconds) > 0.75 * 2_000_000 * 8 / 8e6, seconds
+        up = tb.link_bytes()["d0"]["up"]
+        assert up >= 2_000_000
+
+
+@needs_root
+def test_delay_needs_netem_or_is_applied():
+    specs = device_specs(1, delay="20ms")
+    if not network.netem_available():
+        with pytest.raises(EmulationError, match="sch_netem"):
+            Testbed(specs).start()
+        with Testbed(specs, ignore_missing_netem=True) as tb:
+            assert tb.netem_dropped and network.qdiscs(tb.namespace(0), "eth0")[0] != "netem"
+        return
+    with Testbed(specs, gateway=device_specs(1, delay="20ms")[0]) as tb:
+        assert "netem" in network.qdiscs(tb.namespace(0), "eth0")
+        probe = (
+            "import socket,sys,time\n"
+            "t=time.time()\n"
+            "try: socket.create_connection((sys.argv[1], 9), timeout=5)\n"
+            "except OSError: pass\n"
+            "print(time.time()-t)"
+        )
+        r = tb.run(0, [sys.executable, "-c", probe, tb.address("gw")], capture_output=True, text=True, timeout=30)
+        assert float(r.stdout) >= 0.06  # SYN+RST cross 4 delayed hops of 20 ms, minus slack
+
+
+@needs_root
+def test_cli_workload_failure_leaves_nothing():
+    p = subprocess.run(
+        CLI + ["--devices", "2", "--cpu", "0.3", "--rate", "100mbit",
+               "--edge", "sleep 60", "--", "sh", "-c", "echo gw={gateway} me=$DEEPTHINGS_TESTBED_NODE; exit 7"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 7, p.stderr
+    assert "gw=10.200.0.1 me=gw" in p.stdout
+    assert traces(prefix_from(p.stderr)) == []
+
+
+@needs_root
+def test_cli_stats_file(tmp_path):
+    stats = tmp_path / "stats.json"
+    p = subprocess.run(
+        CLI + ["--devices", "1", "--stats", str(stats), "--", sys.executable, "-c", "print(sum(range(10**6)))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    data = json.loads(stats.read_text())
+    assert set(data["usage"]) == {"gw", "d0"} and data["usage"]["gw"]["cpu_s"] > 0
+    assert traces(data["prefix"]) == []
+
+
+@needs_root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_signal_tears_down(sig):
+    # The edge ignores SIGTERM and forks a grandchild: teardown must still reach both.
+    edge = "sh -c \"trap '' TERM; sleep 300 & sleep 300\""
+    proc = subprocess.Popen(
+        CLI + ["--devices", "2", "--cpu", "0.25", "--edge", edge, "--", "sleep", "300"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        prefix = prefix_from(line)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_cgroup_pids(prefix, "d1")) < 2:
+            time.sleep(0.05)
+        pids = _cgroup_pids(prefix, "d1") + _cgroup_pids(prefix, "gw")
+        assert len(pids) >= 3
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig or proc.returncode == 130
+    assert traces(prefix) == []
+    assert not any(os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in pids)
+
+
+@needs_root
+def test_cleanup_after_sigkill():
+    proc = subprocess.Popen(CLI + ["--devices", "1", "--edge", "sleep 300", "--", "sleep", "300"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        prefix = prefix_from(proc.stderr.readline())
+        proc.kill()  # no chance to tear down
+        proc.wait(timeout=30)
+        assert traces(prefix)
+        assert prefix in leftovers().prefixes
+        p = subprocess.run(CLI + ["--cleanup"], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert f"{prefix}-d0" in p.stdout
+        assert traces(prefix) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cleanup_leftovers()
+
+
+def test_cleanup_keeps_live_runs():
+    """A run whose owner is alive (this process) is not a leftover unless --all."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    with Testbed(1) as tb:
+        assert tb.prefix not in leftovers().prefixes
+        assert tb.prefix in leftovers(all_runs=True).prefixes
+        assert (STATE_DIR / f"{tb.prefix}.json").exists()
+
+
+def _cgroup_pids(prefix: str, node: str) -> list[int]:
+    from deepthings.testbed import cgroups
+
+    return cgroups.detect().pids(f"{prefix}-{node}")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "gone"
