@@ -33,8 +33,11 @@ class HeadSpec:
     coords: int = 4
     scale_x_y: float = 1.0
     # True when the layer's forward already applied scale_x_y to x, y (AlexeyAB's darknet
-    # does it in forward_yolo_layer); then decoding must not apply it a second time.
+    # does it in forward_yolo_layer, and so does our Yolo layer); then decoding must not
+    # apply it a second time. HeadSpec.from_layer sets it for loaded layers.
     scale_applied: bool = False
+    # Scaled-YOLOv4's new_coords=1: w = (2 * tw)^2 * anchor instead of exp(tw) * anchor.
+    new_coords: bool = False
     index: int = -1  # layer index, for error messages
 
     @property
@@ -72,6 +75,8 @@ class HeadSpec:
             if anchors.shape[0] < num:
                 raise ShapeError(f"layer {index} (region): num={num} but {anchors.shape[0]} anchors")
             anchors = anchors[:num]
+        if getattr(layer, "background", False):
+            raise ShapeError(f"layer {index} (region): background=1 heads are not supported")
         scale = float(getattr(layer, "scale_x_y", 1.0) or 1.0)
         spec = cls(
             kind=kind,
@@ -79,7 +84,9 @@ class HeadSpec:
             classes=classes,
             coords=coords,
             scale_x_y=scale,
-            scale_applied=bool(getattr(layer, "scale_x_y_applied", False)),
+            # The layer contract: a yolo layer's forward output already has scale_x_y applied.
+            scale_applied=bool(getattr(layer, "scale_x_y_applied", kind == "yolo")),
+            new_coords=bool(getattr(layer, "new_coords", False)),
             index=index,
         )
         out_shape = getattr(layer, "out_shape", None)
@@ -152,7 +159,10 @@ def decode_head(spec: HeadSpec, output: np.ndarray, net_wh: tuple[int, int], thr
     x = (cols + tx) / grid_w
     y = (rows + ty) / grid_h
     with np.errstate(over="ignore"):
-        if spec.kind == "yolo":
+        if spec.kind == "yolo" and spec.new_coords:
+            w = tw * tw * 4.0 * anchors[:, 0] / net_w
+            h = th * th * 4.0 * anchors[:, 1] / net_h
+        elif spec.kind == "yolo":
             w = np.exp(tw) * anchors[:, 0] / net_w
             h = np.exp(th) * anchors[:, 1] / net_h
         else:
