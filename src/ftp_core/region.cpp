@@ -187,34 +187,95 @@ TileTrace trace_tile(const std::vector<LayerDesc>& block, const std::vector<std:
   return t;
 }
 
-std::vector<Region> reduced_regions(const TileTrace& own, const std::array<const TileTrace*, 4>& neighbours,
-                                    const std::vector<std::array<bool, 4>>& available) {
-  const size_t n = own.layers.size();
-  if (available.size() != n) throw RegionError("availability needs one entry per layer");
-  std::vector<Region> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    const LayerRegion& lr = own.layers[i];
-    if (!lr.active) continue;
-    const Region r = lr.out;
-    Region c = r;
-    auto nb = [&](int side) -> const Region* {
-      const TileTrace* t = neighbours[side];
-      if (t == nullptr || !available[i][side] || t->layers.size() != n || !t->layers[i].active) return nullptr;
-      return &t->layers[i].out;
-    };
-    // Vertical cuts first: the strips above/below span the own region's full width.
-    if (const Region* u = nb(0); u && u->left <= r.left && u->right >= r.right && u->top <= r.top)
-      c.top = std::max(c.top, std::min(u->bottom, r.bottom));
-    if (const Region* d = nb(2); d && d->left <= r.left && d->right >= r.right && d->bottom >= r.bottom)
-      c.bottom = std::min(c.bottom, std::max(d->top, r.top));
-    if (c.top >= c.bottom) continue;  // neighbours cover everything: compute nothing
-    // Horizontal cuts only need to cover the rows that are left.
-    if (const Region* l = nb(1); l && l->top <= c.top && l->bottom >= c.bottom && l->left <= r.left)
-      c.left = std::max(c.left, std::min(l->right, r.right));
-    if (const Region* rt = nb(3); rt && rt->top <= c.top && rt->bottom >= c.bottom && rt->right >= r.right)
-      c.right = std::min(c.right, std::max(rt->left, r.left));
-    if (c.left >= c.right) continue;
-    out[i] = c;
+namespace {
+
+// Cut `r` by the present neighbours' regions at one layer (see region.hpp).
+Region cut_region(const Region& r, const std::array<const Region*, 4>& nb) {
+  Region c = r;
+  // Vertical cuts first: the strips above/below span the own region's full width.
+  if (const Region* u = nb[0]; u && u->left <= r.left && u->right >= r.right && u->top <= r.top)
+    c.top = std::max(c.top, std::min(u->bottom, r.bottom));
+  if (const Region* d = nb[2]; d && d->left <= r.left && d->right >= r.right && d->bottom >= r.bottom)
+    c.bottom = std::min(c.bottom, std::max(d->top, r.top));
+  if (c.top >= c.bottom) return Region{};  // neighbours cover everything: compute nothing
+  // Horizontal cuts only need to cover the rows that are left.
+  if (const Region* l = nb[1]; l && l->top <= c.top && l->bottom >= c.bottom && l->left <= r.left)
+    c.left = std::max(c.left, std::min(l->right, r.right));
+  if (const Region* rt = nb[3]; rt && rt->top <= c.top && rt->bottom >= c.bottom && rt->right >= r.right)
+    c.right = std::min(c.right, std::max(rt->left, r.left));
+  if (c.left >= c.right) return Region{};
+  return c;
+}
+
+}  // namespace
+
+ReducedTrace reduced_trace(const std::vector<LayerDesc>& block, const std::vector<std::pair<int, Region>>& seeds,
+                           int net_in_h, int net_in_w, const Neighbours& neighbours,
+                           const std::array<bool, 4>& present) {
+  const int n = static_cast<int>(block.size());
+  for (const TileTrace* t : neighbours)
+    if (t != nullptr && static_cast<int>(t->layers.size()) != n)
+      throw RegionError("neighbour trace has " + std::to_string(t->layers.size()) + " layers, the block " +
+                        std::to_string(n));
+  std::vector<Region> need(n);
+  for (const auto& [layer, region] : seeds) {
+    if (layer < 0 || layer >= n) throw RegionError("seed layer " + std::to_string(layer) + " outside the block");
+    need[layer] = bounding_box(need[layer], region);
+  }
+  ReducedTrace t;
+  t.layers.resize(n);
+  for (int i = n - 1; i >= 0; --i) {
+    ReducedLayer& rl = t.layers[i];
+    rl.need = need[i];
+    rl.active = !need[i].empty();
+    if (!rl.active) continue;
+    if (need[i].top < 0 || need[i].left < 0 || need[i].bottom > block[i].out_h || need[i].right > block[i].out_w)
+      throw RegionError("layer " + std::to_string(i) + ": needed region outside the map");
+    std::array<const Region*, 4> nb{nullptr, nullptr, nullptr, nullptr};
+    for (int s = 0; s < 4; ++s) {
+      const TileTrace* tr = neighbours[s];
+      if (tr != nullptr && present[s] && tr->layers[i].active) nb[s] = &tr->layers[i].out;
+    }
+    rl.compute = cut_region(need[i], nb);
+    if (rl.compute.empty()) continue;
+    LayerRegion lr = layer_input_region(block[i], rl.compute, i);
+    rl.in = lr.in;
+    rl.pad = lr.pad;
+    for (int p : block[i].inputs) {
+      if (p < 0) {
+        t.input_region = bounding_box(t.input_region, lr.in);
+      } else {
+        need[p] = bounding_box(need[p], lr.in);
+      }
+    }
+  }
+  return t;
+}
+
+std::array<std::vector<Region>, 4> publish_regions(const std::vector<LayerDesc>& block,
+                                                   const std::vector<std::pair<int, Region>>& seeds,
+                                                   int net_in_h, int net_in_w, const Neighbours& neighbours) {
+  const size_t n = block.size();
+  std::array<std::vector<Region>, 4> out;
+  for (auto& v : out) v.assign(n, Region{});
+  for (int mask = 1; mask < 16; ++mask) {
+    std::array<bool, 4> present{};
+    bool valid = true;
+    for (int s = 0; s < 4; ++s) {
+      present[s] = (mask >> s) & 1;
+      if (present[s] && neighbours[s] == nullptr) valid = false;
+    }
+    if (!valid) continue;
+    ReducedTrace rt = reduced_trace(block, seeds, net_in_h, net_in_w, neighbours, present);
+    for (int s = 0; s < 4; ++s) {
+      if (!present[s]) continue;
+      for (size_t i = 0; i < n; ++i) {
+        const ReducedLayer& rl = rt.layers[i];
+        const LayerRegion& theirs = neighbours[s]->layers[i];
+        if (!rl.active || !theirs.active) continue;
+        out[s][i] = bounding_box(out[s][i], intersect(theirs.out, rl.need));
+      }
+    }
   }
   return out;
 }

@@ -101,15 +101,35 @@ void validate_block(const std::vector<LayerDesc>& block, int net_in_h, int net_i
 TileTrace trace_tile(const std::vector<LayerDesc>& block, const std::vector<std::pair<int, Region>>& seeds,
                      int net_in_h, int net_in_w);
 
-// Data reuse (WST-S): the region of each layer a level-1 tile computes itself when its level-0
-// neighbours above/left/below/right (in that order; std::nullopt = missing) published their
-// overlap. A side is cut only where that neighbour's region covers the strip across the whole
-// width/height of the tile's own region, so the remainder is always a rectangle that together
-// with the neighbours' data covers the full region. Returns one region per layer (empty when
-// the neighbours cover everything or the layer is inactive).
-std::vector<Region> reduced_regions(const TileTrace& own,
-                                    const std::array<const TileTrace*, 4>& neighbours,
-                                    const std::vector<std::array<bool, 4>>& available);
+// Data reuse (WST-S). A level-1 tile whose level-0 neighbours above/left/below/right (in that
+// order; nullptr = no neighbour) have published their overlap computes, per layer, only the
+// rectangle those neighbours did not compute, and back-traces what it needs from *that* (so it
+// takes from the neighbours only thin strips around the cut lines, not their whole overlap).
+// A side is cut only where the present neighbour's full region covers the strip across the
+// tile's whole width/height, so the rest is always a rectangle that together with the
+// neighbours' data covers `need`.
+struct ReducedLayer {
+  bool active = false;
+  Region need;     // what consumers need of this layer (the tile's buffer)
+  Region compute;  // the part the tile computes itself (may be empty)
+  Region in;       // input region for `compute`
+  Pad pad;
+};
+struct ReducedTrace {
+  std::vector<ReducedLayer> layers;
+  Region input_region;
+};
+using Neighbours = std::array<const TileTrace*, 4>;
+
+ReducedTrace reduced_trace(const std::vector<LayerDesc>& block, const std::vector<std::pair<int, Region>>& seeds,
+                           int net_in_h, int net_in_w, const Neighbours& neighbours,
+                           const std::array<bool, 4>& present);
+
+// What each neighbour (side) must publish per layer so that the tile works for every subset of
+// neighbours present: the bounding box over all subsets of (neighbour region ^ need).
+std::array<std::vector<Region>, 4> publish_regions(const std::vector<LayerDesc>& block,
+                                                   const std::vector<std::pair<int, Region>>& seeds,
+                                                   int net_in_h, int net_in_w, const Neighbours& neighbours);
 
 Region intersect(const Region& a, const Region& b);
 Region bounding_box(const Region& a, const Region& b);  // empty operands are ignored

@@ -1,0 +1,48 @@
+#include "ftp_core/activation.hpp"
+
+#include <stdexcept>
+
+namespace ftp {
+
+namespace {
+struct ActName {
+  const char* name;
+  Act act;
+};
+constexpr ActName kActs[] = {
+    {"linear", Act::linear},   {"leaky", Act::leaky},     {"relu", Act::relu},
+    {"logistic", Act::logistic}, {"loggy", Act::loggy},   {"tanh", Act::tanh},
+    {"elu", Act::elu},         {"selu", Act::selu},       {"relie", Act::relie},
+    {"ramp", Act::ramp},       {"hardtan", Act::hardtan}, {"lhtan", Act::lhtan},
+    {"plse", Act::plse},       {"stair", Act::stair},     {"mish", Act::mish},
+    {"swish", Act::swish},     {"hard_mish", Act::hard_mish},
+};
+}  // namespace
+
+Act parse_act(const std::string& name) {
+  for (const auto& a : kActs)
+    if (name == a.name) return a.act;
+  throw std::invalid_argument("unknown activation '" + name + "'");
+}
+
+const char* act_name(Act a) {
+  for (const auto& e : kActs)
+    if (e.act == a) return e.name;
+  return "?";
+}
+
+void act_inplace(Act a, float* x, size_t n) {
+  switch (a) {
+    case Act::linear: return;
+    case Act::leaky:
+      for (size_t i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : 0.1f * x[i];
+      return;
+    case Act::relu:
+      for (size_t i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : 0.f;
+      return;
+    default:
+      for (size_t i = 0; i < n; ++i) x[i] = act_scalar(a, x[i]);
+  }
+}
+
+}  // namespace ftp
