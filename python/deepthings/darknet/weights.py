@@ -132,40 +132,74 @@ def serialize_layers(
     return b"".join(parts)
 
 
-def random_raw_params(layer: Layer, rng: np.random.Generator) -> dict[str, np.ndarray]:
+# E[act(y)^2] / E[y^2] for y ~ N(0, 1): how much of the second moment an activation keeps.
+_ACT_GAIN = {
+    "linear": 1.0, "leaky": 0.505, "relu": 0.5, "relu6": 0.5, "relie": 0.5, "elu": 0.65,
+    "selu": 1.0, "mish": 0.6, "hard_mish": 0.55, "swish": 0.35, "gelu": 0.42,
+    "logistic": 0.3, "tanh": 0.4, "loggy": 0.2, "softplus": 0.9,
+}
+
+
+def random_raw_params(
+    layer: Layer, rng: np.random.Generator, in_m2: float = 1.0
+) -> dict[str, np.ndarray]:
     """Deterministic random parameters for one layer, scaled so activations stay O(1).
 
-    He-style weights (std sqrt(2 / fan_in)) keep the second moment through leaky/relu stacks;
-    batch-norm statistics are sane (variance near 1, small means, scales near 1).
+    ``in_m2`` is the expected second moment E[x^2] of the layer's input. The weights get
+    std sqrt(1 / (fan_in * in_m2)) divided by the RMS of the folded batch-norm factor, so the
+    pre-activation second moment is about 1 whatever the depth (as batch-norm keeps it in a
+    trained net). Batch-norm statistics are sane: variance near 1, small means, scales near 1.
     """
+    layout = dict(layer.param_layout())
     raw: dict[str, np.ndarray] = {}
-    for name, shape in layer.param_layout():
-        n = shape[0]
-        if name == "weights":
-            fan_in = int(np.prod(shape[1:]))
-            arr = rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))
-        elif name == "biases":
-            arr = rng.normal(0.0, 0.05, n)
-        elif name == "scales":
-            arr = rng.uniform(0.8, 1.2, n)
-        elif name == "rolling_mean":
-            arr = rng.normal(0.0, 0.05, n)
-        elif name == "rolling_variance":
-            arr = rng.uniform(0.6, 1.4, n)
-        else:  # pragma: no cover - every layout name is listed above
-            raise AssertionError(name)
-        raw[name] = arr.astype(np.float32)
-    return raw
+    n = layout["biases"][0] if "biases" in layout else 0
+    raw["biases"] = rng.normal(0.0, 0.05, n).astype(np.float32)
+    bn_rms = 1.0
+    if "scales" in layout:
+        raw["scales"] = rng.uniform(0.8, 1.2, n).astype(np.float32)
+        raw["rolling_mean"] = rng.normal(0.0, 0.05, n).astype(np.float32)
+        raw["rolling_variance"] = rng.uniform(0.6, 1.4, n).astype(np.float32)
+        factor = raw["scales"].astype(np.float64) / (
+            np.sqrt(raw["rolling_variance"].astype(np.float64)) + 1e-6
+        )
+        bn_rms = float(np.sqrt(np.mean(factor**2)))
+    shape = layout["weights"]
+    fan_in = int(np.prod(shape[1:]))
+    std = np.sqrt(1.0 / (max(fan_in, 1) * max(in_m2, 1e-6))) / bn_rms
+    raw["weights"] = (rng.standard_normal(shape) * std).astype(np.float32)
+    return {name: raw[name] for name in layout}
 
 
-def randomize_layers(layers: Sequence[Layer], seed: int = 0, upto: int | None = None) -> None:
+def _out_m2(layer: Layer, in_m2: list[float]) -> float:
+    """Expected second moment of a layer's output given its inputs' (rough, for scaling)."""
+    t = layer.type
+    if layer.has_weights:
+        return _ACT_GAIN.get(layer.activation, 0.5)
+    if t == "route":
+        chans = [hi - lo for lo, hi in layer.channel_slices()]  # type: ignore[attr-defined]
+        return float(np.dot(chans, in_m2) / max(sum(chans), 1))
+    if t == "shortcut":
+        a, b = layer.alpha, layer.beta  # type: ignore[attr-defined]
+        m2 = a * a * in_m2[0] + b * b * sum(in_m2[1:])
+        return m2 * _ACT_GAIN.get(layer.activation, 0.5)
+    if t in ("softmax", "region", "yolo"):
+        return 0.3
+    return in_m2[0]
+
+
+def randomize_layers(layers: Sequence[Layer], seed: int = 0, upto: int | None = None,
+                     input_m2: float = 1.0 / 3.0) -> None:
     """Give layers [0, upto) deterministic random weights (same seed -> same weights).
 
-    Each layer's generator is derived from (seed, layer index), so ``upto`` does not change
-    the weights of the layers it keeps.
+    Each layer's generator is derived from (seed, layer index), and the scale from the
+    layers before it, so ``upto`` does not change the weights of the layers it keeps.
+    ``input_m2`` is E[x^2] of the network input (1/3 for pixels uniform in [0, 1]).
     """
     stop = len(layers) if upto is None else upto
-    for layer in layers[:stop]:
-        if layer.has_weights:
+    m2: dict[int, float] = {-1: input_m2}
+    for layer in layers:
+        ins = [m2[j] for j in layer.inputs]
+        if layer.has_weights and layer.index < stop:
             rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, layer.index])
-            layer.set_params(random_raw_params(layer, rng))
+            layer.set_params(random_raw_params(layer, rng, ins[0]))
+        m2[layer.index] = _out_m2(layer, ins)
