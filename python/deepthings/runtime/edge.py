@@ -1,0 +1,595 @@
+"""An edge device: joins the gateway, fetches the model, runs tiles, steals when idle.
+
+Roles as in DeepThings: a data-source edge partitions its frames into a local task queue and
+works through it; any idle edge asks the gateway for a victim and then the victim itself for a
+task (a steal server on its own ROUTER socket). One event-loop thread owns every socket; one
+worker thread computes tiles (the native engine releases the GIL), so steal requests and
+heartbeats are answered while a tile runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import socket as _socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import zmq
+
+from deepthings.errors import ClusterError, ProtocolError
+from deepthings.runtime import transport
+from deepthings.runtime.keys import ClusterKey, start_authenticator
+from deepthings.runtime.protocol import Message, make
+from deepthings.runtime.scheduler import LocalQueue, LocalTask, steal_pays
+from deepthings.runtime.workload import ReuseData, TileOutput, Workload
+
+log = logging.getLogger("deepthings.runtime.edge")
+steal_log = logging.getLogger("deepthings.runtime.steal")
+
+
+def default_cache_dir() -> Path:
+    """Where edges keep shipped model files (DEEPTHINGS_CACHE, else ~/.cache/deepthings)."""
+    env = os.environ.get("DEEPTHINGS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "deepthings"
+
+
+def cached_file(cache_dir: Path, sha: str, name: str) -> Path:
+    safe = "".join(ch for ch in name if ch.isalnum() or ch in "._-")[:64] or "file"
+    return cache_dir / f"{sha[:32]}-{safe}"
+
+
+def fetch_model_files(spec: dict[str, Any], role: str, cache_dir: Path) -> tuple[dict[str, Path], list[dict[str, Any]]]:
+    """Files of ``spec`` this role needs: (already cached and verified, still missing)."""
+    have: dict[str, Path] = {}
+    missing = []
+    files = spec.get("files", [])
+    if not isinstance(files, list):
+        raise ProtocolError("WELCOME model.files is not a list")
+    for f in files:
+        if not (isinstance(f, dict) and isinstance(f.get("sha"), str) and isinstance(f.get("name"), str)):
+            raise ProtocolError(f"WELCOME model file entry {f!r} is malformed")
+        if role not in f.get("for", []):
+            continue
+        path = cached_file(cache_dir, f["sha"], f["name"])
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == f["sha"]:
+            have[f["name"]] = path
+        else:
+            missing.append(f)
+    return have, missing
+
+
+@dataclass
+class EdgeConfig:
+    """How an edge joins and behaves."""
+
+    gateway: str = "127.0.0.1:5555"
+    name: str = field(default_factory=lambda: f"{_socket.gethostname()}-{os.getpid()}")
+    source: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    threads: int | None = None
+    advertise_host: str | None = None  # address thieves dial for the steal server
+    steal_timeout_s: float = 3.0
+    max_frames_in_flight: int = 2  # a data source's pipelining depth
+    hello_retry_s: float = 3.0
+
+
+class Edge:
+    """One edge device; :meth:`serve` runs it until stopped."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        key: ClusterKey | None,
+        build_workload: Callable[[dict[str, Any], dict[str, Path]], Workload],
+        frames: Iterable[tuple[Any, np.ndarray]] | None = None,
+        on_done: Callable[[Any, Message], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.key = key
+        self.build_workload = build_workload
+        self._frames: Iterator[tuple[Any, np.ndarray]] | None = iter(frames) if frames is not None else None
+        self.on_done = on_done
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._auth = start_authenticator(self._ctx, key) if key is not None else None
+        host = config.advertise_host or transport.local_ip_towards(config.gateway)
+        self.steal_sock, endpoint = transport.server_socket(self._ctx, zmq.ROUTER, f"tcp://{host}:0", key)
+        self.steal_addr = endpoint
+        self.gw: zmq.Socket | None = None
+        self.poller = zmq.Poller()
+        self.poller.register(self.steal_sock, zmq.POLLIN)
+        self._wake_addr = f"inproc://edge-worker-{id(self)}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(self._wake_addr)
+        self.poller.register(self._wake_rx, zmq.POLLIN)
+        self._work_in: queue.Queue = queue.Queue()
+        self._work_out: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        # protocol state
+        self.peer_id: int | None = None
+        self.spec: dict[str, Any] | None = None
+        self.schedule = "wst"
+        self.workload: Workload | None = None
+        self.hb_interval_s = 0.5
+        self.hb_liveness = 6
+        self.link_bytes_per_s = 12.5e6
+        self.ready = False
+        self._missing: list[dict[str, Any]] = []
+        self._have: dict[str, Path] = {}
+        self.queue = LocalQueue(steal_from_front=True)
+        self.current: LocalTask | None = None
+        self.current_started = 0.0
+        self.parked: LocalTask | None = None  # level-1 task waiting for REUSE data
+        self.asking: float | None = None  # WORK_REQ outstanding since
+        self.stealing: tuple[zmq.Socket, str, float] | None = None
+        self._victims: dict[str, zmq.Socket] = {}
+        self._backoff_until = 0.0
+        self._backoff_s = 0.0
+        self._last_gw_rx = 0.0
+        self._last_gw_tx = 0.0
+        self._hello_at = 0.0
+        self._reported_pending = -1
+        self._avg_compute_s: float | None = None
+        self._inflight: dict[int, Any] = {}  # my submitted frames: ref -> user tag
+        self._refs = 0
+        self.frames_done = 0
+        self.stats = {"tiles": 0, "stolen": 0, "given": 0, "refused": 0, "dropped": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def source_exhausted(self) -> bool:
+        return self._frames is None and not self._inflight
+
+    def serve(self, stop_event: Any = None, exit_when_sourced: bool = False) -> None:
+        """Run until stopped (or, with ``exit_when_sourced``, until every own frame is answered)."""
+        if self.config.threads:
+            from deepthings.engine import native
+
+            native.set_num_threads(int(self.config.threads))
+        self._worker = threading.Thread(target=self._work_loop, name="edge-worker", daemon=True)
+        self._worker.start()
+        self._connect()
+        try:
+            while not self._stop.is_set() and not (stop_event is not None and stop_event.is_set()):
+                if exit_when_sourced and self.config.source and self.ready and self.source_exhausted:
+                    break
+                events = dict(self.poller.poll(timeout=int(self.hb_interval_s * 250)))
+                now = time.monotonic()
+                if self.gw is not None and self.gw in events:
+                    self._drain(self.gw, self._on_gateway)
+                if self.steal_sock in events:
+                    self._drain_router()
+                if self._wake_rx in events:
+                    while True:
+                        try:
+                            self._wake_rx.recv(flags=zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                    self._collect_results()
+                for addr, sock in list(self._victims.items()):
+                    if sock in events:
+                        self._drain(sock, lambda m, a=addr: self._on_victim(a, m))
+                self._tick(time.monotonic())
+                self._dispatch(time.monotonic())
+        finally:
+            if self.gw is not None and self.ready:
+                self._send_gw(make("BYE"))
+            self._work_in.put(None)
+            if self._worker is not None:
+                self._worker.join(timeout=10)
+            for sock in [self.gw, self.steal_sock, self._wake_rx, *self._victims.values()]:
+                if sock is not None:
+                    sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            self._ctx.term()
+
+    def _connect(self) -> None:
+        """(Re)connect to the gateway and introduce ourselves (Lazy/Paranoid Pirate: a fresh socket)."""
+        if self.gw is not None:
+            self.poller.unregister(self.gw)
+            self.gw.close(0)
+        self.gw = transport.client_socket(self._ctx, self.config.gateway, self.key)
+        self.poller.register(self.gw, zmq.POLLIN)
+        self.ready = False
+        self.asking = None
+        now = time.monotonic()
+        self._hello_at = now
+        self._last_gw_rx = now
+        self._send_gw(
+            make("HELLO", role="edge", name=self.config.name, source=self.config.source, steal_addr=self.steal_addr)
+        )
+
+    def _send_gw(self, msg: Message) -> int:
+        assert self.gw is not None
+        self._last_gw_tx = time.monotonic()
+        return transport.send(self.gw, msg)
+
+    def _drain(self, sock: zmq.Socket, handler: Callable[[Message], None]) -> None:
+        for _ in range(256):
+            try:
+                _, msg, _ = transport.recv(sock, False, "gateway" if sock is self.gw else "victim", log)
+            except zmq.Again:
+                return
+            if msg is None:
+                self.stats["dropped"] += 1
+                continue
+            try:
+                handler(msg)
+            except ProtocolError as exc:
+                self.stats["dropped"] += 1
+                log.warning("dropped %s: %s", msg.type, exc)
+
+    def _drain_router(self) -> None:
+        for _ in range(256):
+            try:
+                identity, msg, _ = transport.recv(self.steal_sock, True, "thief", log)
+            except zmq.Again:
+                return
+            if msg is None:
+                self.stats["dropped"] += 1
+                continue
+            if msg.type != "STEAL_REQ":
+                self.stats["dropped"] += 1
+                log.warning("dropped %s on the steal server: only STEAL_REQ is served there", msg.type)
+                continue
+            self._on_steal_req(identity, msg)
+
+    # ------------------------------------------------------------------ gateway messages
+    def _on_gateway(self, msg: Message) -> None:
+        self._last_gw_rx = time.monotonic()
+        t = msg.type
+        if t == "WELCOME":
+            self._on_welcome(msg)
+        elif t == "MODEL":
+            self._on_model(msg)
+        elif t == "HEARTBEAT":
+            pass
+        elif t == "ERROR":
+            log.warning("gateway says: %s", msg["message"])
+            if msg["message"].startswith("unknown peer"):
+                self._connect()
+        elif not self.ready:
+            raise ProtocolError(f"gateway: {t} before the model is loaded")
+        elif t == "FRAME":
+            self._on_frame(msg["frame"], msg.arrays[0])
+        elif t == "ACCEPT":
+            self._on_accept(msg)
+        elif t == "TASK":
+            self._on_task(msg, stolen=False)
+            self.asking = None
+        elif t == "VICTIM":
+            self.asking = None
+            self._steal_from(msg["victim"], msg["addr"])
+        elif t == "NO_WORK":
+            self.asking = None
+            self._back_off()
+        elif t == "REUSE":
+            self._on_reuse(msg)
+        elif t == "DONE":
+            self._on_done(msg)
+        else:
+            raise ProtocolError(f"gateway: {t} is not a message for an edge")
+
+    def _on_welcome(self, msg: Message) -> None:
+        spec = msg["model"]
+        if msg["schedule"] not in ("wst", "wst-s", "wsh"):
+            raise ProtocolError(f"gateway: WELCOME with unknown schedule {msg['schedule']!r}")
+        if not 0.01 <= msg["hb_interval_s"] <= 60 or not 1 <= msg["hb_liveness"] <= 100:
+            raise ProtocolError("gateway: WELCOME heartbeat settings out of range")
+        self.peer_id = msg["peer_id"]
+        self.schedule = msg["schedule"]
+        self.hb_interval_s = float(msg["hb_interval_s"])
+        self.hb_liveness = int(msg["hb_liveness"])
+        self.link_bytes_per_s = max(1.0, float(msg["link_bytes_per_s"]))
+        self.queue.steal_from_front = self.schedule == "wst-s"
+        log.info("joined as edge %d (schedule %s)", self.peer_id, self.schedule)
+        if self.workload is not None and spec == self.spec:
+            self._become_ready()
+            return
+        self.spec = spec
+        self.config.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._have, self._missing = fetch_model_files(spec, "edge", self.config.cache_dir)
+        self._request_next_file()
+
+    def _request_next_file(self) -> None:
+        if self._missing:
+            self._send_gw(make("MODEL_REQ", sha=self._missing[0]["sha"]))
+            return
+        assert self.spec is not None
+        try:
+            self.workload = self.build_workload(self.spec, self._have)
+        except Exception as exc:
+            raise ClusterError(f"cannot build the model the gateway shipped: {exc}") from exc
+        self._become_ready()
+
+    def _on_model(self, msg: Message) -> None:
+        if not self._missing or msg["sha"] != self._missing[0]["sha"]:
+            raise ProtocolError(f"gateway: unexpected MODEL {msg['sha'][:16]}")
+        data = msg.arrays[0].tobytes()
+        if hashlib.sha256(data).hexdigest() != msg["sha"]:
+            raise ProtocolError(f"gateway: MODEL {self._missing[0]['name']} fails its SHA-256 check")
+        entry = self._missing.pop(0)
+        path = cached_file(self.config.cache_dir, entry["sha"], entry["name"])
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: edges sharing a cache never see half a file
+        self._have[entry["name"]] = path
+        log.info("cached %s (%d bytes, sha256 %s...)", entry["name"], len(data), entry["sha"][:12])
+        self._request_next_file()
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        self._reported_pending = -1
+        self._send_gw(make("READY"))
+        self._report_queue()
+
+    def _on_frame(self, frame: int, x: np.ndarray) -> None:
+        assert self.workload is not None
+        if tuple(x.shape) != tuple(self.workload.input_shape):
+            raise ProtocolError(f"gateway: FRAME {frame} shape {tuple(x.shape)} != {self.workload.input_shape}")
+        now = time.monotonic()
+        tasks = [
+            LocalTask(frame, t, self.workload.level(t), self.workload.crop(x, t), {"origin": "local"}, queued_at=now)
+            for t in range(self.workload.n_tiles)
+        ]
+        self.queue.push_frame(tasks)
+        self._report_queue()
+
+    def _on_accept(self, msg: Message) -> None:
+        tag = self._inflight.get(msg["ref"])
+        if tag is None:
+            raise ProtocolError(f"gateway: ACCEPT for unknown ref {msg['ref']}")
+        x = tag[1]
+        if msg["keep"]:
+            self._on_frame(msg["frame"], x)
+        self._inflight[msg["ref"]] = (tag[0], None, msg["frame"])  # input no longer needed
+
+    def _on_done(self, msg: Message) -> None:
+        tag = self._inflight.pop(msg["ref"], None)
+        if tag is None:
+            log.info("DONE for frame %d that is not mine: ignored", msg["frame"])
+            return
+        self.frames_done += 1
+        if self.on_done is not None:
+            self.on_done(tag[0], msg)
+        else:
+            log.info("frame %d (%s) done", msg["frame"], tag[0])
+
+    def _on_task(self, msg: Message, stolen: bool) -> None:
+        assert self.workload is not None
+        tile = msg["tile"]
+        crop = msg.arrays[0]
+        self.workload.check_crop(tile, crop)  # ProtocolError on a bad tile id or shape
+        meta = msg["meta"]
+        if not isinstance(meta.get("origin", ""), str):
+            raise ProtocolError("TASK meta.origin must be a string")
+        task = LocalTask(msg["frame"], tile, self.workload.level(tile), crop, dict(meta), stolen, list(msg.arrays[1:]))
+        task.queued_at = time.monotonic()
+        if stolen:
+            self.stats["stolen"] += 1
+        self.queue.push(task)
+        self._report_queue()
+
+    def _on_reuse(self, msg: Message) -> None:
+        task = self.parked
+        if task is None or (task.frame, task.tile) != (msg["frame"], msg["tile"]):
+            raise ProtocolError(f"gateway: REUSE {msg['frame']}/{msg['tile']} nobody asked for")
+        self.parked = None
+        task.extra = list(msg.arrays)
+        task.meta["reuse"] = msg["meta"] if msg.arrays else None
+        self._start(task)
+
+    # ------------------------------------------------------------------ stealing
+    def _steal_from(self, victim: int, addr: str) -> None:
+        if victim == self.peer_id:
+            self._back_off()
+            return
+        try:
+            addr = transport.tcp_address(addr)
+        except ClusterError:
+            raise ProtocolError(f"gateway: VICTIM address {addr!r} is malformed") from None
+        sock = self._victims.get(addr)
+        if sock is None:
+            sock = transport.client_socket(self._ctx, addr, self.key)
+            self._victims[addr] = sock
+            self.poller.register(sock, zmq.POLLIN)
+        transport.send(sock, make("STEAL_REQ", thief=self.peer_id or 0))
+        self.stealing = (sock, addr, time.monotonic())
+        steal_log.info("edge %s asks edge %d (%s) for a task", self.peer_id, victim, addr)
+
+    def _on_victim(self, addr: str, msg: Message) -> None:
+        if self.stealing is None or self.stealing[1] != addr:
+            if msg.type == "TASK":  # a late answer to a steal we gave up on: still ours to run
+                self._on_task(msg, stolen=True)
+            return
+        self.stealing = None
+        if msg.type == "TASK":
+            self._backoff_s = 0.0
+            self._on_task(msg, stolen=True)
+            steal_log.info("edge %s stole frame %d tile %d", self.peer_id, msg["frame"], msg["tile"])
+        elif msg.type == "NO_WORK":
+            self._back_off()
+        else:
+            raise ProtocolError(f"victim {addr}: {msg.type} is not an answer to STEAL_REQ")
+
+    def _on_steal_req(self, identity: bytes, msg: Message) -> None:
+        """Step 1 of a steal at the victim: give the next stealable task if the move pays,
+        then confirm to the gateway (MOVED) so it knows the thief holds it now."""
+        thief = msg["thief"]
+        cand = self.queue.peek_steal() if self.ready else None
+        if cand is None or thief == self.peer_id:
+            transport.send(self.steal_sock, make("NO_WORK"), identity)
+            return
+        task, position = cand
+        wait_s = None
+        if self._avg_compute_s is not None:
+            running_left = 0.0
+            if self.current is not None:
+                running_left = max(0.0, self._avg_compute_s - (time.monotonic() - self.current_started))
+            wait_s = running_left + position * self._avg_compute_s
+        transfer_s = (task.crop.nbytes + sum(a.nbytes for a in task.extra)) / self.link_bytes_per_s
+        if not steal_pays(wait_s, transfer_s):
+            self.stats["refused"] += 1
+            steal_log.info("edge %s keeps frame %d tile %d: transfer %.1f ms >= wait %.1f ms", self.peer_id,
+                           task.frame, task.tile, transfer_s * 1e3, (wait_s or 0) * 1e3)
+            transport.send(self.steal_sock, make("NO_WORK"), identity)
+            return
+        task = self.queue.pop_steal()
+        assert task is not None
+        meta = {k: v for k, v in task.meta.items() if k in ("origin", "reuse")}
+        meta["victim"] = self.peer_id
+        transport.send(
+            self.steal_sock,
+            make("TASK", [task.crop, *task.extra], frame=task.frame, tile=task.tile, level=task.level, meta=meta),
+            identity,
+        )
+        self._send_gw(make("MOVED", frame=task.frame, tile=task.tile, thief=thief))
+        self.stats["given"] += 1
+        steal_log.info("edge %s gave frame %d tile %d to edge %d", self.peer_id, task.frame, task.tile, thief)
+        self._report_queue()
+
+    def _back_off(self) -> None:
+        self._backoff_s = min(0.2, max(0.005, self._backoff_s * 2))
+        self._backoff_until = time.monotonic() + self._backoff_s
+
+    # ------------------------------------------------------------------ running tiles
+    def _report_queue(self) -> None:
+        pending = len(self.queue)
+        if self.ready and pending != self._reported_pending:
+            self._reported_pending = pending
+            self._send_gw(make("QUEUE", pending=pending, frames=self.queue.frames()))
+
+    def _dispatch(self, now: float) -> None:
+        if not self.ready:
+            return
+        self._submit_own_frames()
+        if self.current is not None or self.parked is not None:
+            return
+        task = self.queue.pop_own()
+        if task is not None:
+            self._report_queue()
+            self._start(task)
+            return
+        if self.asking is None and self.stealing is None and now >= self._backoff_until:
+            self.asking = now
+            self._send_gw(make("WORK_REQ"))
+
+    def _start(self, task: LocalTask) -> None:
+        assert self.workload is not None
+        if (
+            self.schedule == "wst-s"
+            and self.workload.supports_reuse
+            and task.level == 1
+            and "reuse" not in task.meta
+        ):
+            self.parked = task  # ask the gateway's overlap cache first
+            self._send_gw(make("REUSE_REQ", frame=task.frame, tile=task.tile))
+            return
+        self.current = task
+        self.current_started = time.monotonic()
+        self._work_in.put(task)
+
+    def _work_loop(self) -> None:
+        wake = self._ctx.socket(zmq.PAIR)
+        wake.connect(self._wake_addr)
+        try:
+            while True:
+                task = self._work_in.get()
+                if task is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    reuse = task.meta.get("reuse")
+                    data = ReuseData(task.extra, reuse) if reuse is not None and task.extra else None
+                    out = self.workload.run(task.tile, task.crop, data)  # type: ignore[union-attr]
+                    err = None
+                except Exception as exc:
+                    log.exception("tile %d of frame %d failed", task.tile, task.frame)
+                    out, err = None, exc
+                self._work_out.put((task, out, err, time.perf_counter() - t0))
+                wake.send(b"")
+        finally:
+            wake.close(0)
+
+    def _collect_results(self) -> None:
+        while True:
+            try:
+                task, out, err, compute_s = self._work_out.get_nowait()
+            except queue.Empty:
+                return
+            self.current = None
+            if err is not None or out is None:
+                continue  # the gateway re-issues it after its timeout
+            self._avg_compute_s = compute_s if self._avg_compute_s is None else 0.8 * self._avg_compute_s + 0.2 * compute_s
+            t_send = time.perf_counter()
+            meta = dict(out.meta)
+            meta.update(
+                n_publish=out.n_publish,
+                queue_s=max(0.0, self.current_started - task.queued_at),
+                input_bytes=int(task.crop.nbytes + sum(a.nbytes for a in task.extra)),
+                origin=str(task.meta.get("origin", "local")),
+                reused=task.meta.get("reuse") is not None and bool(task.extra),
+            )
+            if self.gw is not None:
+                self._send_gw(
+                    make(
+                        "RESULT",
+                        out.arrays,
+                        frame=task.frame,
+                        tile=task.tile,
+                        stolen=task.stolen,
+                        compute_s=compute_s,
+                        meta=meta,
+                    )
+                )
+            self.stats["tiles"] += 1
+            log.debug("tile %d of frame %d: %.1f ms compute, %.2f ms to send", task.tile, task.frame,
+                      compute_s * 1e3, (time.perf_counter() - t_send) * 1e3)
+
+    # ------------------------------------------------------------------ data source
+    def _submit_own_frames(self) -> None:
+        while self._frames is not None and len(self._inflight) < self.config.max_frames_in_flight:
+            try:
+                tag, x = next(self._frames)
+            except StopIteration:
+                self._frames = None
+                return
+            self._refs += 1
+            self._inflight[self._refs] = (tag, x, None)
+            self._send_gw(make("SUBMIT", [np.ascontiguousarray(x, np.float32)], ref=self._refs, keep=True))
+
+    # ------------------------------------------------------------------ liveness
+    def _tick(self, now: float) -> None:
+        if self.gw is None:
+            return
+        if not self.ready and self.peer_id is None and now - self._hello_at > self.config.hello_retry_s:
+            log.warning("no WELCOME from %s yet (wrong key or gateway down?): reconnecting", self.config.gateway)
+            self._connect()
+            return
+        if now - self._last_gw_rx > self.hb_interval_s * self.hb_liveness:
+            log.warning("gateway silent for %.1f s: reconnecting", now - self._last_gw_rx)
+            self.peer_id = None
+            self._connect()
+            return
+        if now - self._last_gw_tx >= self.hb_interval_s:
+            self._send_gw(make("HEARTBEAT"))
+        if self.asking is not None and now - self.asking > max(1.0, 4 * self.hb_interval_s):
+            self.asking = None  # ask again: a lost WORK_REQ must not idle us for good
+        if self.stealing is not None and now - self.stealing[2] > self.config.steal_timeout_s:
+            sock, addr, _ = self.stealing
+            log.info("victim %s did not answer: giving up on it", addr)
+            self.poller.unregister(sock)
+            sock.close(0)
+            self._victims.pop(addr, None)
+            self.stealing = None

@@ -1,0 +1,470 @@
+"""The gateway: membership, the victim list, frame bookkeeping, work sharing, re-issue after
+failures, the WST-S overlap cache, and the merge (stitch + layers after the fused block).
+
+One event-loop thread owns the ROUTER socket and every decision; one merge thread runs the
+stitch and the remaining layers so the loop keeps answering steal and heartbeat traffic while a
+frame finishes (pipelining: edges already work on the next frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+from deepthings.errors import ClusterError, ProtocolError
+from deepthings.runtime import protocol, transport
+from deepthings.runtime.keys import ClusterKey, start_authenticator
+from deepthings.runtime.protocol import Message, make
+from deepthings.runtime.scheduler import (
+    GATEWAY,
+    SCHEDULES,
+    EventLog,
+    FrameBook,
+    FrameState,
+    GatewayQueue,
+    Membership,
+    Peer,
+    VictimList,
+)
+from deepthings.runtime.workload import TileOutput, Workload
+
+log = logging.getLogger("deepthings.runtime.gateway")
+steal_log = logging.getLogger("deepthings.runtime.steal")
+
+
+@dataclass
+class GatewayConfig:
+    """Tunables of a gateway (defaults suit a LAN; tests shorten the timeouts)."""
+
+    bind: str = "tcp://0.0.0.0:5555"
+    schedule: str = "wst-s"
+    hb_interval_s: float = 0.5
+    hb_liveness: int = 6
+    task_timeout_s: float = 60.0
+    link_bytes_per_s: float = 12.5e6  # for cost-aware stealing: 100 Mbit/s unless told
+    max_frames_in_flight: int = 64
+
+
+@dataclass
+class ModelFiles:
+    """What the gateway ships: the workload spec edges build from, and files by SHA-256."""
+
+    spec: dict[str, Any]
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # sha -> (name, bytes)
+
+
+class Gateway:
+    """Serve one cluster until :meth:`stop` (or the stop event) is set."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        model: ModelFiles,
+        config: GatewayConfig,
+        key: ClusterKey | None,
+        merge_fn: Callable[[dict[int, TileOutput]], dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        if config.schedule not in SCHEDULES:
+            raise ClusterError(f"unknown schedule {config.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        self.workload = workload
+        self.model = model
+        self.config = config
+        self.key = key
+        self.merge_fn = merge_fn or workload.merge
+        self.reuse = config.schedule == "wst-s" and workload.supports_reuse
+        self.members = Membership()
+        self.victims = VictimList()
+        self.book = FrameBook(config.task_timeout_s)
+        self.gqueue = GatewayQueue()
+        self.events = EventLog()
+        self.waiting: dict[int, float] = {}  # idle edges waiting for work, in arrival order
+        self._last_sent: dict[int, float] = {}
+        self._source_rr = 0
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._auth = start_authenticator(self._ctx, key) if key is not None else None
+        self.sock, self.endpoint = transport.server_socket(self._ctx, zmq.ROUTER, config.bind, key)
+        self._merge_in: queue.Queue = queue.Queue()
+        self._merge_out: queue.Queue = queue.Queue()
+        self._wake_addr = f"inproc://gw-merge-{id(self)}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(self._wake_addr)
+        self._merge_thread: threading.Thread | None = None
+        self.stats = {"dropped": 0, "duplicates": 0, "late": 0, "reissued": 0, "frames_done": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve(self, stop_event: Any = None) -> None:
+        """Run the event loop until stopped; closes every socket on the way out."""
+        self._merge_thread = threading.Thread(target=self._merge_loop, name="gateway-merge", daemon=True)
+        self._merge_thread.start()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
+        next_tick = 0.0
+        log.info("gateway listening on %s (schedule %s, curve %s)", self.endpoint, self.config.schedule, self.key is not None)
+        try:
+            while not self._stop.is_set() and not (stop_event is not None and stop_event.is_set()):
+                events = dict(poller.poll(timeout=int(self.config.hb_interval_s * 500)))
+                now = time.monotonic()
+                if self.sock in events:
+                    for _ in range(256):  # drain, but let the tick run under heavy traffic
+                        try:
+                            identity, msg, nbytes = transport.recv(self.sock, True, "peer", log)
+                        except zmq.Again:
+                            break
+                        if msg is None:
+                            self.stats["dropped"] += 1
+                            continue
+                        try:
+                            self._handle(identity, msg, nbytes, time.monotonic())
+                        except ProtocolError as exc:
+                            self.stats["dropped"] += 1
+                            log.warning("dropped %s: %s", msg.type, exc)
+                if self._wake_rx in events:
+                    while True:
+                        try:
+                            self._wake_rx.recv(flags=zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                    self._deliver_merged()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + self.config.hb_interval_s / 2
+        finally:
+            self._merge_in.put(None)
+            if self._merge_thread is not None:
+                self._merge_thread.join(timeout=5)
+            self.sock.close(0)
+            self._wake_rx.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            self._ctx.term()
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, peer: Peer | bytes, msg: Message) -> int:
+        identity = peer.identity if isinstance(peer, Peer) else peer
+        n = transport.send(self.sock, msg, identity)
+        if isinstance(peer, Peer):
+            self._last_sent[peer.peer_id] = time.monotonic()
+        return n
+
+    # ------------------------------------------------------------------ handlers
+    def _handle(self, identity: bytes, msg: Message, nbytes: int, now: float) -> None:
+        if msg.type == "HELLO":
+            self._on_hello(identity, msg, now)
+            return
+        peer = self.members.seen(identity, now)
+        if peer is None:
+            # Unknown sender (the gateway restarted or forgot it): ask it to introduce itself.
+            if msg.type != "HEARTBEAT":
+                log.info("message %s from an unknown peer: asking it to HELLO again", msg.type)
+            self._send(identity, make("ERROR", message="unknown peer: send HELLO"))
+            return
+        handler = getattr(self, f"_on_{msg.type.lower()}", None)
+        if handler is None:
+            raise ProtocolError(f"peer {peer.peer_id} ({peer.name}): {msg.type} is not a message for the gateway")
+        handler(peer, msg, nbytes, now)
+
+    def _on_hello(self, identity: bytes, msg: Message, now: float) -> None:
+        old = self.members.lookup(identity)
+        if old is not None:
+            self._lost(old, "said HELLO again", now)
+        peer = self.members.join(identity, msg["role"], msg["name"][:64], msg["source"], msg["steal_addr"], now)
+        log.info("peer %d joined: %s %s%s", peer.peer_id, peer.role, peer.name, " (data source)" if peer.source else "")
+        self._send(
+            peer,
+            make(
+                "WELCOME",
+                peer_id=peer.peer_id,
+                model=self.model.spec,
+                schedule=self.config.schedule,
+                hb_interval_s=self.config.hb_interval_s,
+                hb_liveness=self.config.hb_liveness,
+                link_bytes_per_s=self.config.link_bytes_per_s,
+            ),
+        )
+
+    def _on_model_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        entry = self.model.files.get(msg["sha"])
+        if entry is None:
+            raise ProtocolError(f"peer {peer.peer_id}: MODEL_REQ for unknown file {msg['sha'][:16]}")
+        name, data = entry
+        self._send(peer, make("MODEL", [np.frombuffer(data, np.uint8)], sha=msg["sha"], name=name))
+
+    def _on_ready(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        if peer.role != "edge":
+            raise ProtocolError(f"peer {peer.peer_id}: READY from a {peer.role}")
+        peer.ready = True
+        log.info("edge %d (%s) ready", peer.peer_id, peer.name)
+        self._dispatch(now)
+
+    def _on_heartbeat(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        pass
+
+    def _on_status_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        edges = [
+            {"id": p.peer_id, "name": p.name, "source": p.source, "ready": p.ready, "pending": p.pending}
+            for p in sorted(self.members.edges(ready_only=False), key=lambda p: p.peer_id)
+        ]
+        self._send(peer, make("STATUS", edges=edges, stats=dict(self.stats), frames_in_flight=len(self.book.frames)))
+
+    def _on_bye(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        self._lost(peer, "left", now)
+
+    def _on_submit(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        x = msg.arrays[0]
+        if tuple(x.shape) != tuple(self.workload.input_shape):
+            raise ProtocolError(
+                f"peer {peer.peer_id}: SUBMIT input shape {tuple(x.shape)}, the model takes {self.workload.input_shape}"
+            )
+        if len(self.book.frames) >= self.config.max_frames_in_flight:
+            self._send(peer, make("ERROR", message=f"too many frames in flight ({len(self.book.frames)}); retry later"))
+            return
+        x = x.copy()  # own it: the receive buffer is read-only and may be reused
+        keep = bool(msg["keep"]) and peer.role == "edge" and peer.source and peer.ready and self.config.schedule != "wsh"
+        source = peer.peer_id if keep else self._pick_source()
+        st = self.book.new_frame(msg["ref"], peer.peer_id, x, self.workload.n_tiles, source, now)
+        st.submitter_identity = peer.identity
+        st.bytes_in += nbytes
+        self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
+        self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep))
+        if source == GATEWAY:
+            for t in range(st.n_tiles):
+                self.gqueue.push(st.frame, t, self.workload.level(t))
+        elif not keep:
+            src = self.members.peers[source]
+            st.bytes_out += self._send(src, make("FRAME", [x], frame=st.frame))
+        self._dispatch(now)
+
+    def _pick_source(self) -> int:
+        """Round-robin over ready data-source edges; the gateway itself shares the tasks
+        (work sharing) under `wsh` or when no data source is alive."""
+        if self.config.schedule == "wsh":
+            return GATEWAY
+        sources = sorted(self.members.sources(), key=lambda p: p.peer_id)
+        if not sources:
+            return GATEWAY
+        self._source_rr += 1
+        return sources[self._source_rr % len(sources)].peer_id
+
+    def _on_queue(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        pending = max(0, msg["pending"])
+        peer.pending = pending
+        self.victims.update(peer.peer_id, pending)
+        if pending:
+            self._dispatch(now)
+
+    def _on_work_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        if peer.role != "edge" or not peer.ready:
+            raise ProtocolError(f"peer {peer.peer_id}: WORK_REQ before READY")
+        self.waiting.setdefault(peer.peer_id, now)
+        self._dispatch(now)
+
+    def _on_moved(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        frame, tile, thief = msg["frame"], msg["tile"], msg["thief"]
+        if self.book.holder(frame, tile) != peer.peer_id:
+            log.info("MOVED %d/%d from edge %d which does not hold it: ignored", frame, tile, peer.peer_id)
+            return
+        self.events.add(now, frame, tile, "stolen", thief, f"from={peer.peer_id}")
+        steal_log.info("frame %d tile %d: edge %d stole it from edge %d", frame, tile, thief, peer.peer_id)
+        if thief in self.members.peers:
+            self.book.assign(frame, tile, thief, now)
+        else:  # the thief is already gone: nobody holds it
+            self._reissue(frame, tile, now, f"thief {thief} unknown")
+
+    def _on_reuse_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        frame, tile = msg["frame"], msg["tile"]
+        st = self.book.frames.get(frame)
+        data = None
+        if st is not None and 0 <= tile < st.n_tiles and self.reuse:
+            data = self.workload.reuse_for(tile, st.reuse)
+        if data is None:
+            self.events.add(now, frame, tile, "reuse-miss", peer.peer_id)
+            n = self._send(peer, make("REUSE", [], frame=frame, tile=tile, meta={}))
+        else:
+            self.events.add(now, frame, tile, "reuse-hit", peer.peer_id)
+            n = self._send(peer, make("REUSE", data.arrays, frame=frame, tile=tile, meta=data.meta))
+        if st is not None:
+            st.bytes_out += n
+
+    def _on_result(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        frame, tile = msg["frame"], msg["tile"]
+        st = self.book.frames.get(frame)
+        meta = msg["meta"]
+        n_pub = meta.get("n_publish", 0)
+        if type(n_pub) is not int or not 0 <= n_pub < len(msg.arrays):
+            raise ProtocolError(f"peer {peer.peer_id}: RESULT {frame}/{tile} has bad n_publish {n_pub!r}")
+        out = TileOutput([a for a in msg.arrays], {k: v for k, v in meta.items() if k != "n_publish"}, n_pub)
+        if st is not None and 0 <= tile < st.n_tiles:
+            self.workload.check_output(tile, out)  # raises ProtocolError on wrong shapes
+        verdict = self.book.accept(frame, tile, out)
+        if verdict != "new":
+            key = "duplicates" if verdict == "duplicate" else "late"
+            self.stats[key] += 1
+            self.events.add(now, frame, tile, f"result-{verdict}", peer.peer_id)
+            log.info("ignored %s result %d/%d from edge %d", verdict, frame, tile, peer.peer_id)
+            return
+        assert st is not None
+        self.gqueue.discard(frame, tile)
+        st.bytes_in += nbytes
+        if out.n_publish:
+            st.reuse[tile] = out
+        trace = {
+            "tile": tile,
+            "device": peer.peer_id,
+            "device_name": peer.name,
+            "stolen": bool(msg["stolen"]),
+            "compute_s": float(msg["compute_s"]),
+            "level": self.workload.level(tile),
+            "result_bytes": nbytes,
+        }
+        for k in ("queue_s", "input_bytes", "reused", "origin", "edge_overhead_s"):
+            if k in meta:
+                trace[k] = meta[k]
+        issued = st.tile_trace.get(tile, {}).get("issued_at")
+        if issued is not None:
+            trace["rtt_s"] = now - issued
+        st.tile_trace[tile] = trace
+        self.events.add(now, frame, tile, "result", peer.peer_id, "stolen" if msg["stolen"] else "")
+        if st.complete:
+            st.t_tiles_done = now
+            self._merge_in.put((st, {t: o for t, o in st.results.items()}))
+
+    # ------------------------------------------------------------------ work distribution
+    def _dispatch(self, now: float) -> None:
+        """Serve idle edges: tasks from the gateway's own queue first, else a victim to steal from."""
+        for peer_id in list(self.waiting):
+            peer = self.members.peers.get(peer_id)
+            if peer is None or not peer.ready:
+                self.waiting.pop(peer_id, None)
+                continue
+            item = self.gqueue.pop()
+            while item is not None and self.book.holder(*item) in (None,):
+                item = self.gqueue.pop()  # done meanwhile
+            if item is not None:
+                self.waiting.pop(peer_id, None)
+                self._push_task(peer, item[0], item[1], now)
+                continue
+            if self.config.schedule == "wsh":
+                break  # nothing to share; the edges wait to be served
+            victim_id = self.victims.next(exclude=peer_id)
+            victim = self.members.peers.get(victim_id) if victim_id is not None else None
+            if victim is None or victim.steal_addr is None:
+                break
+            self.waiting.pop(peer_id, None)
+            steal_log.info("edge %d idle: victim edge %d (%s)", peer_id, victim.peer_id, victim.steal_addr)
+            self._send(peer, make("VICTIM", victim=victim.peer_id, addr=victim.steal_addr))
+
+    def _push_task(self, peer: Peer, frame: int, tile: int, now: float) -> None:
+        st = self.book.frames[frame]
+        crop = self.workload.crop(st.input, tile)
+        arrays = [crop]
+        meta: dict[str, Any] = {"origin": "gateway"}
+        level = self.workload.level(tile)
+        if self.reuse and level == 1:
+            data = self.workload.reuse_for(tile, st.reuse)
+            if data is not None:
+                arrays += data.arrays
+                meta["reuse"] = data.meta
+            else:
+                meta["reuse"] = None  # computed in full: the fallback
+        self.book.assign(frame, tile, peer.peer_id, now)
+        st.tile_trace.setdefault(tile, {})["issued_at"] = now
+        st.bytes_out += self._send(peer, make("TASK", arrays, frame=frame, tile=tile, level=level, meta=meta))
+        self.events.add(now, frame, tile, "shared", peer.peer_id)
+
+    def _reissue(self, frame: int, tile: int, now: float, why: str) -> None:
+        if self.book.assign(frame, tile, GATEWAY, now, reissue=True):
+            self.gqueue.push(frame, tile, self.workload.level(tile))
+            self.stats["reissued"] += 1
+            self.events.add(now, frame, tile, "reissue", GATEWAY, why)
+            log.info("re-issuing frame %d tile %d: %s", frame, tile, why)
+
+    def _lost(self, peer: Peer, why: str, now: float) -> None:
+        self.members.leave(peer.peer_id)
+        self.victims.remove(peer.peer_id)
+        self.waiting.pop(peer.peer_id, None)
+        self._last_sent.pop(peer.peer_id, None)
+        held = self.book.held_by(peer.peer_id)
+        log.warning("peer %d (%s %s) %s; re-issuing %d task(s)", peer.peer_id, peer.role, peer.name, why, len(held))
+        for frame, tile in held:
+            self._reissue(frame, tile, now, f"holder {peer.peer_id} {why}")
+        self._dispatch(now)
+
+    def _tick(self, now: float) -> None:
+        timeout = self.config.hb_interval_s * self.config.hb_liveness
+        for peer in self.members.expired(now, timeout):
+            self._lost(peer, f"silent for {now - peer.last_seen:.1f} s", now)
+        for frame, tile in self.book.overdue(now):
+            self._reissue(frame, tile, now, "task timeout")
+        for peer in list(self.members.peers.values()):
+            if now - self._last_sent.get(peer.peer_id, 0.0) >= self.config.hb_interval_s:
+                self._send(peer, make("HEARTBEAT"))
+        if self.gqueue:
+            self._dispatch(now)
+
+    # ------------------------------------------------------------------ merge
+    def _merge_loop(self) -> None:
+        wake = self._ctx.socket(zmq.PAIR)
+        wake.connect(self._wake_addr)
+        try:
+            while True:
+                item = self._merge_in.get()
+                if item is None:
+                    return
+                st, results = item
+                t0 = time.monotonic()
+                try:
+                    outputs = self.merge_fn(results)
+                    err = None
+                except Exception as exc:  # a merge failure must answer the frame, not kill the gateway
+                    log.exception("merge of frame %d failed", st.frame)
+                    outputs, err = {}, f"merge failed: {exc}"
+                self._merge_out.put((st, outputs, err, time.monotonic() - t0))
+                wake.send(b"")
+        finally:
+            wake.close(0)
+
+    def _deliver_merged(self) -> None:
+        while True:
+            try:
+                st, outputs, err, merge_s = self._merge_out.get_nowait()
+            except queue.Empty:
+                return
+            now = time.monotonic()
+            self.book.finish(st.frame)
+            identity = st.submitter_identity
+            if err is not None:
+                self._send(identity, make("ERROR", message=f"frame {st.frame}: {err}"))
+                continue
+            names = sorted(outputs)
+            events = self.events.drop_frame(st.frame)
+            trace = {
+                "frame": st.frame,
+                "source": st.source,
+                "stages": {
+                    "tiles_s": (st.t_tiles_done or now) - st.t_submit,
+                    "merge_wait_s": now - (st.t_tiles_done or now) - merge_s,
+                    "merge_s": merge_s,
+                    "gateway_total_s": now - st.t_submit,
+                },
+                "tiles": [st.tile_trace.get(t, {"tile": t}) for t in range(st.n_tiles)],
+                "bytes": {"gateway_in": st.bytes_in, "gateway_out": st.bytes_out},
+                "reissues": sum(ts.issues - 1 for ts in st.tiles),
+                "events": [[round(e[0] - st.t_submit, 6), e[2], e[3], e[4], e[5]] for e in events],
+            }
+            for tr in trace["tiles"]:
+                tr.pop("issued_at", None)
+            arrays = [np.ascontiguousarray(outputs[n], dtype=np.float32) for n in names]
+            self._send(identity, make("DONE", arrays, frame=st.frame, ref=st.ref, trace=trace, names=names))
+            self.stats["frames_done"] += 1

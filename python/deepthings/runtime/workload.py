@@ -1,0 +1,321 @@
+"""What the runtime computes, behind one small interface: tiles in, stitched outputs out.
+
+The gateway and edges never touch layers or regions; they call a :class:`Workload`:
+``crop`` (cut a tile's input from a frame), ``run`` (compute one tile, optionally with WST-S
+reuse data), ``publish``/``reuse_for`` (WST-S overlap data), ``merge`` (stitch + the layers after
+the fused block). :class:`FTPWorkload` wraps an FTP plan of a Darknet network;
+:class:`SyntheticWorkload` is a tiny stencil with the same tiling structure, used to test and
+measure the runtime alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from deepthings.errors import ProtocolError, ShapeError
+
+
+@dataclass
+class TileOutput:
+    """What one tile run produces: arrays for the gateway plus a JSON-able description."""
+
+    arrays: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+    n_publish: int = 0  # how many of the trailing arrays are WST-S overlap data (level-0 tiles)
+
+
+class Workload(Protocol):
+    """The runtime's view of a tiled computation (see module docstring)."""
+
+    n_tiles: int
+    input_shape: tuple[int, int, int]
+    supports_reuse: bool
+
+    def level(self, tile: int) -> int: ...
+
+    def crop(self, x: np.ndarray, tile: int) -> np.ndarray: ...
+
+    def check_crop(self, tile: int, crop: np.ndarray) -> None: ...
+
+    def run(self, tile: int, crop: np.ndarray, reuse: "ReuseData | None" = None) -> TileOutput: ...
+
+    def check_output(self, tile: int, out: TileOutput) -> None: ...
+
+    def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> "ReuseData | None": ...
+
+    def merge(self, results: dict[int, TileOutput]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class ReuseData:
+    """Overlap data a level-1 tile receives from the gateway's cache."""
+
+    arrays: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def grid_bounds(size: int, parts: int) -> list[tuple[int, int]]:
+    """Balanced split of ``size`` into ``parts`` half-open intervals (sizes differ by <= 1)."""
+    base, extra = divmod(size, parts)
+    out, start = [], 0
+    for i in range(parts):
+        stop = start + base + (1 if i < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def checkerboard_level(tile: int, cols: int) -> int:
+    """WST-S level of a tile in row-major order: 0 on the checkerboard's black squares."""
+    r, c = divmod(tile, cols)
+    return (r + c) % 2
+
+
+class SyntheticWorkload:
+    """A ``passes``-times repeated 3x3 mean filter with zero padding, tiled on a grid.
+
+    Each tile reads its output region grown by ``passes`` pixels (clamped to the map) and
+    produces exactly the full-map result on its region, like an FTP tile of a stack of 3x3
+    convolutions. ``compute_s`` adds a sleep per tile to emulate a slow device."""
+
+    supports_reuse = False
+
+    def __init__(self, shape: tuple[int, int, int], grid: tuple[int, int], passes: int = 2, compute_s: float = 0.0):
+        c, h, w = shape
+        n, m = grid
+        if not (1 <= n <= h and 1 <= m <= w):
+            raise ShapeError(f"synthetic workload: grid {n}x{m} does not fit a {h}x{w} map")
+        self.input_shape = (int(c), int(h), int(w))
+        self.grid = (int(n), int(m))
+        self.passes = int(passes)
+        self.compute_s = float(compute_s)
+        rows, cols = grid_bounds(h, n), grid_bounds(w, m)
+        self.out_regions = [(r0, c0, r1, c1) for (r0, r1) in rows for (c0, c1) in cols]
+        p = self.passes
+        self.in_regions = [
+            (max(0, r0 - p), max(0, c0 - p), min(h, r1 + p), min(w, c1 + p)) for (r0, c0, r1, c1) in self.out_regions
+        ]
+        self.n_tiles = len(self.out_regions)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "SyntheticWorkload":
+        return cls(tuple(spec["shape"]), tuple(spec["grid"]), spec.get("passes", 2), spec.get("compute_s", 0.0))
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "kind": "synthetic",
+            "shape": list(self.input_shape),
+            "grid": list(self.grid),
+            "passes": self.passes,
+            "compute_s": self.compute_s,
+        }
+
+    def level(self, tile: int) -> int:
+        return checkerboard_level(tile, self.grid[1])
+
+    def crop(self, x: np.ndarray, tile: int) -> np.ndarray:
+        t, l, b, r = self.in_regions[tile]
+        return np.ascontiguousarray(x[:, t:b, l:r])
+
+    def check_crop(self, tile: int, crop: np.ndarray) -> None:
+        if not 0 <= tile < self.n_tiles:
+            raise ProtocolError(f"tile {tile} out of range 0..{self.n_tiles - 1}")
+        t, l, b, r = self.in_regions[tile]
+        want = (self.input_shape[0], b - t, r - l)
+        if tuple(crop.shape) != want:
+            raise ProtocolError(f"tile {tile}: input crop shape {tuple(crop.shape)}, expected {want}")
+
+    @staticmethod
+    def _pass(x: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
+        t, l, b, r = pad
+        xp = np.pad(x, ((0, 0), (t, b), (l, r)))
+        h, w = xp.shape[1] - 2, xp.shape[2] - 2
+        acc = np.zeros((x.shape[0], h, w), np.float32)
+        for dy in range(3):  # fixed summation order: bit-identical on any crop
+            for dx in range(3):
+                acc += xp[:, dy : dy + h, dx : dx + w]
+        return acc / np.float32(9.0)
+
+    def run(self, tile: int, crop: np.ndarray, reuse: ReuseData | None = None) -> TileOutput:
+        self.check_crop(tile, crop)
+        if self.compute_s:
+            time.sleep(self.compute_s)
+        _, h, w = self.input_shape
+        t, l, b, r = self.in_regions[tile]
+        y = np.asarray(crop, np.float32)
+        for _ in range(self.passes):
+            # zero padding only where the current region touches the real border
+            pad = (1 if t == 0 else 0, 1 if l == 0 else 0, 1 if b == h else 0, 1 if r == w else 0)
+            y = self._pass(y, pad)
+            t, l = (t if t == 0 else t + 1), (l if l == 0 else l + 1)
+            b, r = (b if b == h else b - 1), (r if r == w else r - 1)
+        r0, c0, r1, c1 = self.out_regions[tile]
+        y = y[:, r0 - t : r0 - t + (r1 - r0), c0 - l : c0 - l + (c1 - c0)]
+        return TileOutput([np.ascontiguousarray(y)], {})
+
+    def check_output(self, tile: int, out: TileOutput) -> None:
+        r0, c0, r1, c1 = self.out_regions[tile]
+        want = (self.input_shape[0], r1 - r0, c1 - c0)
+        if len(out.arrays) != 1 or tuple(out.arrays[0].shape) != want:
+            raise ProtocolError(f"tile {tile}: result shapes {[a.shape for a in out.arrays]}, expected [{want}]")
+
+    def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
+        return None
+
+    def merge(self, results: dict[int, TileOutput]) -> dict[str, np.ndarray]:
+        out = np.empty(self.input_shape, np.float32)
+        for tile, (r0, c0, r1, c1) in enumerate(self.out_regions):
+            out[:, r0:r1, c0:c1] = results[tile].arrays[0]
+        return {"layer0": out}
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """The same computation on the whole map (the single-device answer)."""
+        y = np.asarray(x, np.float32)
+        for _ in range(self.passes):
+            y = self._pass(y, (1, 1, 1, 1))
+        return y
+
+
+class FTPWorkload:
+    """An FTP plan of a Darknet network as a runtime workload.
+
+    Tile outputs are one array per exported layer (``plan.exports``); under WST-S a level-0
+    tile also returns the overlap pieces it publishes (``meta["publish"] = [[dest, layer], ...]``)
+    and a level-1 tile receives its neighbours' pieces (``meta["pieces"] = [[src, layer], ...]``).
+    ``merge`` stitches and runs the remaining layers, returning ``{"layer<i>": array}`` for the
+    head layers and the last layer."""
+
+    def __init__(self, net: Any, grid: tuple[int, int], fused_layers: int, reuse: bool = False, engine: Any = None):
+        from deepthings.ftp import FTP
+
+        self.net = net
+        self.plan = FTP(net, grid=tuple(grid), fused_layers=int(fused_layers))
+        self.grid = tuple(self.plan.grid)
+        self.fused_layers = int(self.plan.fused_layers)
+        self.engine = engine
+        self.n_tiles = len(self.plan.tiles)
+        self.input_shape = tuple(net.input_shape)
+        self.exports = list(self.plan.exports)
+        self._export_shapes = {e: tuple(self.plan.layer_shape(e)) for e in self.exports}
+        self.supports_reuse = bool(reuse)
+        self._rp = self.plan.reuse if reuse else None
+
+    # ----- structure
+    def level(self, tile: int) -> int:
+        return int(self.plan.tiles[tile].level)
+
+    def _tile(self, tile: int) -> Any:
+        if type(tile) is not int or not 0 <= tile < self.n_tiles:
+            raise ProtocolError(f"tile {tile!r} out of range 0..{self.n_tiles - 1}")
+        return self.plan.tiles[tile]
+
+    def crop(self, x: np.ndarray, tile: int) -> np.ndarray:
+        return np.ascontiguousarray(self.plan.crop_input(tile, x), dtype=np.float32)
+
+    def check_crop(self, tile: int, crop: np.ndarray) -> None:
+        t = self._tile(tile)
+        want = (self.input_shape[0], t.input_region.height, t.input_region.width)
+        if tuple(crop.shape) != want or crop.dtype != np.float32:
+            raise ProtocolError(f"tile {tile}: input crop {tuple(crop.shape)} {crop.dtype}, expected {want} float32")
+
+    # ----- tiles
+    def run(self, tile: int, crop: np.ndarray, reuse: ReuseData | None = None) -> TileOutput:
+        self.check_crop(tile, crop)
+        if self._rp is not None and self.level(tile) == 0:
+            out, published = self._rp.run_level0(tile, crop, self.engine)
+            arrays = [out] if isinstance(out, np.ndarray) else list(out)
+            pairs, pieces = [], []
+            for dest in sorted(published):
+                for layer in sorted(published[dest]):
+                    pairs.append([int(dest), int(layer)])
+                    pieces.append(np.ascontiguousarray(published[dest][layer], np.float32))
+            return TileOutput(arrays + pieces, {"publish": pairs}, len(pieces))
+        if self._rp is not None and reuse is not None:
+            data = self._neighbour_data(tile, reuse)
+            out = self._rp.run_level1(tile, crop, data, self.engine)
+        elif self._rp is not None:
+            out = self._rp.run_level1(tile, crop, {}, self.engine)
+        else:
+            out = self.plan.run_tile(tile, crop, self.engine)
+        arrays = [out] if isinstance(out, np.ndarray) else list(out)
+        return TileOutput([np.ascontiguousarray(a, np.float32) for a in arrays], {})
+
+    def _neighbour_data(self, tile: int, reuse: ReuseData) -> dict[int, dict[int, np.ndarray]]:
+        pairs = reuse.meta.get("pieces") if isinstance(reuse.meta, dict) else None
+        if not isinstance(pairs, list) or len(pairs) != len(reuse.arrays):
+            raise ProtocolError(f"tile {tile}: reuse data has {len(reuse.arrays)} arrays but pieces {pairs!r}")
+        data: dict[int, dict[int, np.ndarray]] = {}
+        assert self._rp is not None
+        for pair, arr in zip(pairs, reuse.arrays):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(type(v) is int for v in pair)):
+                raise ProtocolError(f"tile {tile}: bad reuse piece id {pair!r}")
+            src, layer = pair
+            region = self._rp.publish_regions(src).get(tile, {}).get(layer) if 0 <= src < self.n_tiles and self.level(src) == 0 else None
+            if region is None:
+                raise ProtocolError(f"tile {tile}: tile {src} publishes nothing of layer {layer} for it")
+            want = (self.net.layers[layer].out_shape[0], region.height, region.width)
+            if tuple(arr.shape) != want:
+                raise ProtocolError(f"tile {tile}: reuse piece {src}/{layer} shape {tuple(arr.shape)} != {want}")
+            data.setdefault(src, {})[layer] = arr
+        return data
+
+    def check_output(self, tile: int, out: TileOutput) -> None:
+        t = self._tile(tile)
+        n_out = len(out.arrays) - out.n_publish
+        if n_out != len(self.exports):
+            raise ProtocolError(f"tile {tile}: {n_out} output arrays, the plan exports {len(self.exports)}")
+        for e, arr in zip(self.exports, out.arrays):
+            cell = t.export_regions[e]
+            want = (self._export_shapes[e][0], cell.height, cell.width)
+            if tuple(arr.shape) != want:
+                raise ProtocolError(f"tile {tile}: output of layer {e} has shape {tuple(arr.shape)}, expected {want}")
+        if out.n_publish:
+            if self._rp is None or self.level(tile) != 0:
+                raise ProtocolError(f"tile {tile}: publishes overlap data but is not a WST-S level-0 tile")
+            pairs = out.meta.get("publish")
+            if not isinstance(pairs, list) or len(pairs) != out.n_publish:
+                raise ProtocolError(f"tile {tile}: publish list {pairs!r} does not match {out.n_publish} arrays")
+            regions = self._rp.publish_regions(tile)
+            for pair, arr in zip(pairs, out.arrays[n_out:]):
+                ok = isinstance(pair, list) and len(pair) == 2 and all(type(v) is int for v in pair)
+                region = regions.get(pair[0], {}).get(pair[1]) if ok else None
+                if region is None:
+                    raise ProtocolError(f"tile {tile}: does not publish {pair!r}")
+                want = (self.net.layers[pair[1]].out_shape[0], region.height, region.width)
+                if tuple(arr.shape) != want:
+                    raise ProtocolError(f"tile {tile}: published {pair} has shape {tuple(arr.shape)}, expected {want}")
+
+    def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
+        """The cached pieces the level-0 neighbours published for ``tile`` (None: none yet)."""
+        if self._rp is None or self.level(tile) != 1:
+            return None
+        pairs, arrays = [], []
+        for src in sorted(published):
+            out = published[src]
+            n_out = len(out.arrays) - out.n_publish
+            for pair, arr in zip(out.meta.get("publish", []), out.arrays[n_out:]):
+                if pair[0] == tile:
+                    pairs.append([int(src), int(pair[1])])
+                    arrays.append(arr)
+        if not arrays:
+            return None
+        return ReuseData(arrays, {"pieces": pairs})
+
+    # ----- gateway
+    def output_layers(self) -> list[int]:
+        last = len(self.net.layers) - 1
+        return sorted(set(self.net.head_layers) | {last})
+
+    def merge(self, results: dict[int, TileOutput]) -> dict[str, np.ndarray]:
+        outs = {t: o.arrays[: len(o.arrays) - o.n_publish] for t, o in results.items()}
+        outs = {t: (a[0] if len(a) == 1 else a) for t, a in outs.items()}
+        maps = self.plan.stitch_all(outs)
+        L = self.fused_layers
+        if L == len(self.net.layers):
+            return {f"layer{L - 1}": maps[L - 1]}
+        got = self.net.forward(maps[L - 1], start=L, engine=self.engine, cache=maps, outputs=self.output_layers())
+        return {f"layer{i}": np.asarray(a, np.float32) for i, a in got.items()}
