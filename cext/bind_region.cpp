@@ -46,6 +46,25 @@ ftp::TileTrace from_tuple(const TraceTuple& tt) {
   return t;
 }
 
+std::vector<std::pair<int, ftp::Region>> to_seeds(const std::vector<std::pair<int, Quad>>& seeds) {
+  std::vector<std::pair<int, ftp::Region>> s;
+  for (const auto& [l, q] : seeds) s.emplace_back(l, to_region(q));
+  return s;
+}
+
+// Owns the converted neighbour traces and the pointer array the C++ API takes.
+struct Neighbours {
+  std::array<ftp::TileTrace, 4> storage;
+  ftp::Neighbours ptrs{nullptr, nullptr, nullptr, nullptr};
+  explicit Neighbours(const std::array<std::optional<TraceTuple>, 4>& nbs) {
+    for (int s = 0; s < 4; ++s)
+      if (nbs[s]) {
+        storage[s] = from_tuple(*nbs[s]);
+        ptrs[s] = &storage[s];
+      }
+  }
+};
+
 }  // namespace
 
 void bind_region(py::module_& m) {
@@ -115,21 +134,32 @@ void bind_region(py::module_& m) {
       "back-trace one tile: ([(active, out, in, pad) per layer], input_region)");
 
   m.def(
-      "region_reduced",
-      [](const TraceTuple& own, const std::array<std::optional<TraceTuple>, 4>& nbs,
-         const std::vector<std::array<bool, 4>>& available) {
-        ftp::TileTrace o = from_tuple(own);
-        std::array<ftp::TileTrace, 4> storage;
-        std::array<const ftp::TileTrace*, 4> ptrs{nullptr, nullptr, nullptr, nullptr};
+      "region_reduced_trace",
+      [](const std::vector<ftp::LayerDesc>& block, const std::vector<std::pair<int, Quad>>& seeds, int h, int w,
+         const std::array<std::optional<TraceTuple>, 4>& nbs, std::array<bool, 4> present) {
+        Neighbours n(nbs);
+        auto rt = ftp::reduced_trace(block, to_seeds(seeds), h, w, n.ptrs, present);
+        std::vector<std::tuple<bool, Quad, Quad, Quad, Quad>> layers;
+        for (const auto& l : rt.layers)
+          layers.emplace_back(l.active, to_quad(l.need), to_quad(l.compute), to_quad(l.in), to_quad(l.pad));
+        return std::make_tuple(layers, to_quad(rt.input_region));
+      },
+      py::arg("block"), py::arg("seeds"), py::arg("net_in_h"), py::arg("net_in_w"), py::arg("neighbours"),
+      py::arg("present"),
+      "level-1 tile with data reuse: ([(active, need, compute, in, pad) per layer], input_region); "
+      "neighbours: (up, left, down, right) full traces or None");
+
+  m.def(
+      "region_publish",
+      [](const std::vector<ftp::LayerDesc>& block, const std::vector<std::pair<int, Quad>>& seeds, int h, int w,
+         const std::array<std::optional<TraceTuple>, 4>& nbs) {
+        Neighbours n(nbs);
+        auto pub = ftp::publish_regions(block, to_seeds(seeds), h, w, n.ptrs);
+        std::array<std::vector<Quad>, 4> out;
         for (int s = 0; s < 4; ++s)
-          if (nbs[s]) {
-            storage[s] = from_tuple(*nbs[s]);
-            ptrs[s] = &storage[s];
-          }
-        std::vector<Quad> out;
-        for (const auto& r : ftp::reduced_regions(o, ptrs, available)) out.push_back(to_quad(r));
+          for (const auto& r : pub[s]) out[s].push_back(to_quad(r));
         return out;
       },
-      py::arg("own"), py::arg("neighbours"), py::arg("available"),
-      "per-layer regions a level-1 tile computes itself; neighbours: (up, left, down, right) traces or None");
+      py::arg("block"), py::arg("seeds"), py::arg("net_in_h"), py::arg("net_in_w"), py::arg("neighbours"),
+      "per side (up, left, down, right), per layer: the region that neighbour publishes for this tile");
 }

@@ -1,0 +1,219 @@
+"""Data reuse between neighbouring tiles (DeepThings' WST-S schedule), for any FTP plan.
+
+Tiles are split in a checkerboard into two levels: ``level = (row + col) % 2``. Level-0 tiles
+run in full and *publish*, for every fused layer, the parts of their layer outputs that their
+level-1 neighbours (up/left/down/right) also need. A level-1 tile then computes, per layer,
+only the rectangle that its *present* neighbours did not already compute, back-traces what it
+needs from those reduced rectangles (so it takes only thin strips around the cut lines from
+the neighbours, not their whole overlap), and assembles each layer's input from its own part
+and the neighbours' pieces. Any neighbour may be missing: that side is simply computed by the
+tile itself (fallback), so the result is exact for every subset and order of arrivals. A
+neighbour counts as present only with all the layers it publishes for the tile (partial data
+from one neighbour is ignored, and that side falls back). DAG blocks (route/shortcut/upsample)
+work unchanged: every layer's region is cut independently and assembled before its consumers.
+
+API used by the runtime (gateway caches published data per frame and source tile)::
+
+    rp = plan.reuse                                  # ReusePlan
+    rp.level(t)                                      # 0 or 1
+    rp.level0, rp.level1                             # tile ids in scheduling order
+    rp.neighbours(t) -> {side: tile_id}              # level-0 neighbours of a level-1 tile
+    rp.publish_regions(t) -> {dest: {layer: Region}} # what a level-0 tile publishes
+    out, published = rp.run_level0(t, x, engine=None)
+        # out: like plan.run_tile; published: {dest_tile: {layer: float32 CHW array}}
+    out = rp.run_level1(t, x, neighbour_data, engine=None)
+        # neighbour_data: {src_tile: {layer: array}} = published[src][t] of the level-0
+        # neighbours that have arrived (any subset, possibly empty, possibly partial per layer)
+    rp.compute_regions(t, present) -> [Region per layer]  # what t computes itself
+    rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
+    rp.run(t, x, neighbour_data=None)                # dispatches on the level
+
+Published data is plain ``dict[int, dict[int, np.ndarray]]`` (msgpack-friendly with the arrays
+sent as raw frames); ``published_bytes`` counts it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import numpy as np
+
+from ..errors import PlanError, ShapeError
+from .execute import Step, execute_tile, full_steps
+from .regions import EMPTY, Region, core
+
+if TYPE_CHECKING:
+    from .plan import FTP, Tile
+
+SIDES = ("up", "left", "down", "right")
+_OFFSETS = {"up": (-1, 0), "left": (0, -1), "down": (1, 0), "right": (0, 1)}
+
+NeighbourData = Mapping[int, Mapping[int, np.ndarray]]
+
+
+def _trace_tuple(tile: "Tile") -> tuple[list[tuple[bool, tuple, tuple, tuple]], tuple]:
+    layers = [(lt.active, lt.out_region.as_tuple(), lt.in_region.as_tuple(), lt.pad) for lt in tile.layers]
+    return layers, tile.input_region.as_tuple()
+
+
+class ReusePlan:
+    """The WST-S view of an FTP plan: levels, published overlaps, reduced regions."""
+
+    def __init__(self, plan: "FTP") -> None:
+        self.plan = plan
+        self.level0 = tuple(t.tile_id for t in plan.tiles if t.level == 0)
+        self.level1 = tuple(t.tile_id for t in plan.tiles if t.level == 1)
+        self._traces = {t.tile_id: _trace_tuple(t) for t in plan.tiles}
+        self._seeds = {t.tile_id: [(e, r.as_tuple()) for e, r in t.export_regions.items()] for t in plan.tiles}
+        self._steps: dict[tuple[int, frozenset[int]], list[Step]] = {}
+        # _publish[src][dest][layer]: what level-0 tile src publishes for level-1 tile dest.
+        self._publish: dict[int, dict[int, dict[int, Region]]] = {t: {} for t in self.level0}
+        h, w = plan.input_shape[1], plan.input_shape[2]
+        for dest in self.level1:
+            adj = self._adjacent(dest)
+            nbs = [self._traces[adj[side]] if side in adj else None for side in SIDES]
+            try:
+                per_side = core().region_publish(plan._descs, self._seeds[dest], h, w, nbs)
+            except ValueError as exc:
+                raise PlanError(f"data reuse for tile {dest}: {plan._name_layer(str(exc))}") from None
+            for side, regions in zip(SIDES, per_side):
+                if side not in adj:
+                    continue
+                pieces = {i: Region.of(q) for i, q in enumerate(regions) if not Region.of(q).empty}
+                if pieces:
+                    self._publish[adj[side]][dest] = pieces
+
+    # ----- structure -----------------------------------------------------------------------
+    def level(self, tile_id: int) -> int:
+        """0 (computes in full, publishes) or 1 (reuses neighbours' data)."""
+        return self.plan._tile(tile_id).level
+
+    def _adjacent(self, tile_id: int) -> dict[str, int]:
+        tile = self.plan._tile(tile_id)
+        n, m = self.plan.grid
+        out = {}
+        for side in SIDES:
+            dr, dc = _OFFSETS[side]
+            r, c = tile.row + dr, tile.col + dc
+            if 0 <= r < n and 0 <= c < m:
+                out[side] = r * m + c
+        return out
+
+    def neighbours(self, tile_id: int) -> dict[str, int]:
+        """The up/left/down/right neighbours of a tile (always of the other level)."""
+        return self._adjacent(tile_id)
+
+    def publish_regions(self, tile_id: int) -> dict[int, dict[int, Region]]:
+        """For a level-0 tile: {level-1 neighbour: {layer: region of that layer's output}}."""
+        if self.level(tile_id) != 0:
+            return {}
+        return self._publish[tile_id]
+
+    def published_bytes(self, tile_id: int) -> int:
+        """float32 bytes a level-0 tile publishes (0 for level-1 tiles)."""
+        total = 0
+        for regions in self.publish_regions(tile_id).values():
+            for layer, region in regions.items():
+                total += 4 * self.plan.block[layer].out_shape[0] * region.area
+        return total
+
+    def steps(self, tile_id: int, present: Iterable[int] = ()) -> list[Step]:
+        """Per layer, what a tile holds, computes and reads given the neighbours present."""
+        tile = self.plan._tile(tile_id)
+        if tile.level == 0:
+            return full_steps(tile)
+        adj = self._adjacent(tile_id)
+        have = frozenset(int(p) for p in present) & frozenset(adj.values())
+        key = (tile_id, have)
+        cached = self._steps.get(key)
+        if cached is not None:
+            return cached
+        nbs = [self._traces[adj[side]] if side in adj else None for side in SIDES]
+        flags = [side in adj and adj[side] in have for side in SIDES]
+        h, w = self.plan.input_shape[1], self.plan.input_shape[2]
+        layers, _ = core().region_reduced_trace(self.plan._descs, self._seeds[tile_id], h, w, nbs, flags)
+        steps = [
+            Step(bool(a), Region.of(need), Region.of(comp), Region.of(inr), tuple(int(v) for v in pad))  # type: ignore[arg-type]
+            for a, need, comp, inr, pad in layers
+        ]
+        self._steps[key] = steps
+        return steps
+
+    def compute_regions(self, tile_id: int, present: Iterable[int] = ()) -> list[Region]:
+        """Per layer, the region a tile computes itself given the neighbours whose data is present."""
+        return [s.compute if s.active else EMPTY for s in self.steps(tile_id, present)]
+
+    # ----- execution -----------------------------------------------------------------------
+    def run_level0(self, tile_id: int, x: np.ndarray, engine: Any = None) -> tuple[Any, dict[int, dict[int, np.ndarray]]]:
+        """Run a level-0 tile in full; also return the overlap pieces it publishes."""
+        from .plan import _resolve_engine
+
+        if self.level(tile_id) != 0:
+            raise PlanError(f"tile {tile_id} is a level-1 tile; use run_level1")
+        tile = self.plan.tiles[tile_id]
+        wanted = self._publish[tile_id]
+        published: dict[int, dict[int, np.ndarray]] = {d: {} for d in wanted}
+
+        def grab(index: int, region: Region, buf: np.ndarray) -> None:
+            for dest, regions in wanted.items():
+                part = regions.get(index)
+                if part is not None:
+                    published[dest][index] = np.ascontiguousarray(part.crop(buf, region))
+
+        outs = execute_tile(self.plan, tile, self.plan.crop_input(tile_id, x), _resolve_engine(engine), on_layer=grab)
+        return (outs[0] if len(outs) == 1 else outs), published
+
+    def run_level1(self, tile_id: int, x: np.ndarray, neighbour_data: NeighbourData | None = None, engine: Any = None) -> Any:
+        """Run a level-1 tile reusing whatever neighbour data is present (exact in every case)."""
+        from .plan import _resolve_engine
+
+        if self.level(tile_id) != 1:
+            raise PlanError(f"tile {tile_id} is a level-0 tile; use run_level0")
+        tile = self.plan.tiles[tile_id]
+        adj = set(self._adjacent(tile_id).values())
+        present: set[int] = set()
+        provided: dict[int, list[tuple[Region, np.ndarray]]] = {}
+        for src, layers in (neighbour_data or {}).items():
+            src = int(src)
+            if src not in adj:
+                raise PlanError(f"tile {src} is not a neighbour of tile {tile_id}; cannot reuse its data")
+            regions = self._publish.get(src, {}).get(tile_id, {})
+            pieces = []
+            for layer, arr in layers.items():
+                layer = int(layer)
+                region = regions.get(layer)
+                if region is None:
+                    raise PlanError(f"tile {src} publishes nothing of layer {layer} for tile {tile_id}")
+                arr = np.asarray(arr)
+                want = (self.plan.block[layer].out_shape[0], region.height, region.width)
+                if arr.dtype != np.float32 or tuple(arr.shape) != want:
+                    raise ShapeError(
+                        f"tile {tile_id}: data of layer {layer} from tile {src} has shape {arr.shape} "
+                        f"{arr.dtype}, expected {want} float32"
+                    )
+                pieces.append((layer, region, arr))
+            if {p[0] for p in pieces} != set(regions):
+                continue  # partial data from this neighbour: fall back on that side
+            present.add(src)
+            for layer, region, arr in pieces:
+                provided.setdefault(layer, []).append((region, arr))
+        steps = self.steps(tile_id, present)
+        outs = execute_tile(
+            self.plan, tile, self.plan.crop_input(tile_id, x), _resolve_engine(engine), steps=steps, provided=provided
+        )
+        return outs[0] if len(outs) == 1 else outs
+
+    def run(self, tile_id: int, x: np.ndarray, neighbour_data: NeighbourData | None = None, engine: Any = None) -> Any:
+        """Level-0: (output, published); level-1: output (with whatever data is given)."""
+        if self.level(tile_id) == 0:
+            return self.run_level0(tile_id, x, engine)
+        return self.run_level1(tile_id, x, neighbour_data, engine)
+
+    @staticmethod
+    def data_for(tile_id: int, published: Mapping[int, Mapping[int, Mapping[int, np.ndarray]]]) -> dict[int, dict[int, np.ndarray]]:
+        """Pick a level-1 tile's neighbour data out of {src_tile: published-by-src} (a cache)."""
+        out: dict[int, dict[int, np.ndarray]] = {}
+        for src, per_dest in published.items():
+            if tile_id in per_dest:
+                out[int(src)] = dict(per_dest[tile_id])
+        return out
