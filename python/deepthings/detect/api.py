@@ -21,8 +21,9 @@ def network_input(net: Any, image: Any, *, letterbox: bool = False) -> tuple[np.
 
     rgb = to_rgb_array(image)
     h, w = rgb.shape[:2]
-    x = preprocess(rgb, net, letterbox=letterbox)
-    return x, (w, h)
+    _, net_h, net_w = net.input_shape
+    x = preprocess(rgb, (int(net_w), int(net_h)), letterbox=letterbox)
+    return np.ascontiguousarray(x, dtype=np.float32), (w, h)
 
 
 def detect(

@@ -1,0 +1,279 @@
+"""`deepthings detect IMAGES...`: objects in photos, on this device or on a cluster.
+
+Writes one annotated image per input (and JSON with --json) to --out, shows a progress bar and
+ends with a summary table. Bad images are reported and skipped; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from deepthings.errors import DeepthingsError, ImageError
+
+
+def register(subparsers: Any) -> None:
+    """Add the `detect` subcommand."""
+    p = subparsers.add_parser(
+        "detect",
+        help="detect objects in images (one device or a cluster); annotated images + JSON",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
+    add_model_arguments(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local-cluster", type=int, metavar="K", default=0,
+                       help="start a gateway + K edges on this machine and run distributed")
+    where.add_argument("--gateway", metavar="HOST:PORT", help="use a running cluster's gateway")
+    p.add_argument("--key", metavar="FILE", help="cluster key file for --gateway (see `deepthings keys`)")
+    p.add_argument("--grid", type=parse_grid, default=(3, 3), metavar="NxM", help="FTP grid (default 3x3)")
+    p.add_argument("--fused", type=int, default=None, metavar="L",
+                   help="fuse the first L layers into tiles (default: the longest block with <= 25%% redundant work)")
+    p.add_argument("--schedule", default="wst-s", choices=["wst", "wst-s", "wsh"],
+                   help="cluster scheduling (default wst-s)")
+    p.add_argument("--thresh", type=float, default=0.25, help="class probability threshold (0.25)")
+    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold, 0 = off (0.45)")
+    p.add_argument("--letterbox", action="store_true", help="letterbox instead of stretching")
+    p.add_argument("--engine", choices=["native", "reference"], default=None,
+                   help="engine for single-device runs (default native)")
+    p.add_argument("--out", type=Path, default=Path("deepthings-out"), metavar="DIR",
+                   help="where annotated images (and JSON) go (default ./deepthings-out)")
+    p.add_argument("--json", action="store_true",
+                   help="also write DIR/<image>.json and print all detections as JSON on stdout")
+    p.add_argument("--no-images", action="store_true", help="do not write annotated images")
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model/--weights/--names, shared with `deepthings demo`."""
+    p.add_argument("--model", default="default", metavar="default|CFG",
+                   help="'default' (embedded Yolo-Fastest 1.1, COCO) or a Darknet .cfg")
+    p.add_argument("--weights", metavar="W", help="Darknet .weights for --model CFG")
+    p.add_argument("--names", metavar="N", help="class names file (one per line)")
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """'3x3' -> (3, 3)."""
+    try:
+        n, m = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"grid must look like 3x3, got {text!r}") from None
+    if n < 1 or m < 1:
+        raise argparse.ArgumentTypeError(f"grid must be at least 1x1, got {text!r}")
+    return n, m
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
+    """The Network named by --model/--weights and the class names (--names or the model's)."""
+    from deepthings.detect.labels import read_names
+
+    if args.model == "default":
+        if args.weights:
+            raise DeepthingsError("--weights goes with --model CFG, not with the default model")
+        from deepthings.data import default_model
+
+        net = default_model()
+    else:
+        from deepthings.darknet import load_darknet
+
+        cfg = Path(args.model)
+        if not cfg.is_file():
+            raise DeepthingsError(f"{cfg}: no such model cfg (use --model default or a .cfg path)")
+        if args.weights is None:
+            print(f"deepthings: warning: no --weights for {cfg}: random weights, detections are noise",
+                  file=sys.stderr)
+            net = load_darknet(cfg, random_seed=0)
+        else:
+            if not Path(args.weights).is_file():
+                raise DeepthingsError(f"{args.weights}: no such weights file")
+            net = load_darknet(cfg, args.weights)
+    names = read_names(args.names) if args.names else None
+    if names is not None and isinstance(getattr(net, "meta", None), dict):
+        net.meta["names"] = names
+    if not getattr(net, "head_layers", None):
+        raise DeepthingsError(f"{args.model}: the network has no region/yolo layer, nothing to detect")
+    return net, names
+
+
+def default_fused_layers(net: Any, grid: tuple[int, int], max_redundancy: float = 0.25) -> int:
+    """The fused block used when --fused is not given: the longest tileable prefix whose tiles
+    repeat at most ``max_redundancy`` (25%) extra work over the unpartitioned layers, by the
+    FTP cost model (redundant halo work grows with depth, so this is where fusing stops paying).
+    """
+    from deepthings.ftp import FTP
+
+    best = 1
+    for layer in net.layers:
+        if layer.type in ("region", "yolo") or layer.spatial.kind == "global":
+            break
+        fused = layer.index + 1
+        try:
+            cost = FTP(net, grid=grid, fused_layers=fused).cost()
+        except DeepthingsError:
+            break
+        redundancy = cost.flops_tiles / max(cost.flops_full, 1) - 1.0
+        if redundancy <= max_redundancy:
+            best = fused
+        elif redundancy > 2 * max_redundancy:  # only grows from here on
+            break
+    return best
+
+
+@dataclass
+class ImageResult:
+    """What happened to one input image."""
+
+    image: str
+    detections: list = field(default_factory=list)
+    seconds: float = 0.0
+    written: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+
+def _output_name(out: Path, image: Path, used: set[str]) -> Path:
+    suffix = image.suffix.lower() if image.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+    stem, n = image.stem, 1
+    while stem + suffix in used:  # two inputs with the same name from different folders
+        n += 1
+        stem = f"{image.stem}-{n}"
+    used.add(stem + suffix)
+    return out / (stem + suffix)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `deepthings detect`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deepthings.detect import save_annotated, to_json
+    from deepthings.detect.images import to_rgb_array
+
+    console = Console(stderr=True)
+    net, names = load_model(args)
+    if args.thresh < 0 or args.thresh >= 1:
+        raise DeepthingsError(f"--thresh must be in [0, 1), got {args.thresh}")
+    results: list[ImageResult] = []
+    used: set[str] = set()
+    out: Path = args.out
+    with ExitStack() as stack:
+        infer, where = _make_infer(args, net, names, stack, console)
+        progress = stack.enter_context(
+            Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     TextColumn("{task.description}"), console=console, transient=False)
+        )
+        task = progress.add_task("", total=len(args.images))
+        for image_arg in args.images:
+            image = Path(image_arg)
+            progress.update(task, description=image.name)
+            res = ImageResult(str(image))
+            try:
+                rgb = to_rgb_array(image)
+                t0 = time.perf_counter()
+                res.detections = infer(rgb)
+                res.seconds = time.perf_counter() - t0
+                out.mkdir(parents=True, exist_ok=True)
+                target = _output_name(out, image, used)
+                if not args.no_images:
+                    res.written.append(save_annotated(rgb, res.detections, target))
+                if args.json:
+                    js = target.with_suffix(".json")
+                    js.write_text(to_json(res.detections, image=str(image)) + "\n")
+                    res.written.append(js)
+            except ImageError as exc:
+                res.error = str(exc)
+                console.print(f"[red]error:[/red] {exc}")
+            results.append(res)
+            progress.advance(task)
+    _summary(console, results, where, out)
+    if args.json:
+        print(json.dumps([{"image": r.image, "error": r.error,
+                           "detections": [d.to_dict() for d in r.detections]} for r in results], indent=2))
+    failed = [r for r in results if r.error]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(results)} image(s) failed[/red]")
+        return 1
+    return 0
+
+
+def _make_infer(args: argparse.Namespace, net: Any, names: list[str] | None, stack: ExitStack,
+                console: Any) -> tuple[Callable[[Any], list], str]:
+    """A function image -> detections for the chosen place (this device or a cluster)."""
+    from deepthings.detect import detect
+
+    if not args.local_cluster and not args.gateway:
+        def local(rgb: Any) -> list:
+            return detect(net, rgb, args.thresh, args.nms, engine=args.engine, letterbox=args.letterbox,
+                          names=names)
+
+        return local, "this device"
+
+    from deepthings.runtime.cluster import Cluster
+
+    fused = args.fused if args.fused is not None else default_fused_layers(net, args.grid)
+    if args.gateway:
+        key = Path(args.key).read_bytes() if args.key else None
+        cluster = stack.enter_context(Cluster.connect(args.gateway, key=key))
+        where = f"cluster at {args.gateway}"
+    else:
+        if args.local_cluster < 1:
+            raise DeepthingsError(f"--local-cluster needs at least 1 edge, got {args.local_cluster}")
+        with console.status(f"starting a local cluster: gateway + {args.local_cluster} edges"):
+            cluster = stack.enter_context(
+                Cluster(net, edges=args.local_cluster, grid=args.grid, fused_layers=fused,
+                        schedule=args.schedule)
+            )
+        where = (f"local cluster, {args.local_cluster} edges, {args.grid[0]}x{args.grid[1]} tiles "
+                 f"over layers 0..{fused - 1}, {args.schedule}")
+    return (lambda rgb: cluster_detections(cluster, net, rgb, args.thresh, args.nms, args.letterbox, names)), where
+
+
+def cluster_detections(cluster: Any, net: Any, rgb: Any, thresh: float, nms: float, letterbox: bool,
+                       names: list[str] | None) -> list:
+    """Detections of one image (HxWx3 uint8) run on ``cluster``."""
+    h, w = rgb.shape[:2]
+    return result_detections(cluster.infer(rgb), net, (w, h), thresh, nms, letterbox, names)
+
+
+def result_detections(result: Any, net: Any, image_wh: tuple[int, int], thresh: float, nms: float,
+                      letterbox: bool, names: list[str] | None) -> list:
+    """Detections of a cluster result, decoded here with the caller's thresholds.
+
+    Decoding locally from the head outputs keeps --thresh/--nms/--letterbox/--names exact
+    whatever defaults the cluster uses; if the result carries no head outputs, its own
+    detections are used.
+    """
+    from deepthings.detect.decode import decode_outputs
+
+    outputs = getattr(result, "outputs", None)
+    if isinstance(outputs, dict) and all(i in outputs for i in net.head_layers):
+        return decode_outputs(net, outputs, image_wh, thresh=thresh, nms=nms, letterbox=letterbox, names=names)
+    return list(result.detections or [])
+
+
+def _summary(console: Any, results: list[ImageResult], where: str, out: Path) -> None:
+    from collections import Counter
+
+    from rich.table import Table
+
+    table = Table(title=f"deepthings detect: {len(results)} image(s) on {where}")
+    table.add_column("image")
+    table.add_column("objects", justify="right")
+    table.add_column("found")
+    table.add_column("time", justify="right")
+    table.add_column("written to")
+    for r in results:
+        if r.error:
+            table.add_row(r.image, "-", f"[red]{r.error}[/red]", "-", "-")
+            continue
+        counts = Counter(d.label for d in r.detections)
+        found = ", ".join(f"{n} {label}" if n > 1 else label for label, n in counts.most_common())
+        table.add_row(r.image, str(len(r.detections)), found or "nothing", f"{r.seconds * 1e3:.0f} ms",
+                      ", ".join(str(p) for p in r.written) or "-")
+    console.print(table)
