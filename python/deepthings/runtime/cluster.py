@@ -448,9 +448,13 @@ class Cluster:
             return np.ascontiguousarray(image), (shape[2], shape[1])
         if self.net is None:
             raise ClusterError(f"input must be a float32 array of shape {shape}")
-        from deepthings.detect import network_input
+        from deepthings.detect.images import to_rgb_array
+        from deepthings.engine.preprocess import preprocess
 
-        return network_input(self.net, image, letterbox=self.letterbox)
+        rgb = to_rgb_array(image)  # ImageError for missing/broken images
+        _, net_h, net_w = self.net.input_shape
+        x = preprocess(rgb, (net_w, net_h), letterbox=self.letterbox)
+        return np.ascontiguousarray(x, np.float32), (rgb.shape[1], rgb.shape[0])
 
     def _result(self, msg: Message, image_wh: tuple[int, int], t0: float, t_pre: float) -> InferenceResult:
         names = msg["names"]

@@ -50,6 +50,7 @@ class GatewayConfig:
     task_timeout_s: float = 60.0
     link_bytes_per_s: float = 12.5e6  # for cost-aware stealing: 100 Mbit/s unless told
     max_frames_in_flight: int = 64
+    expect_edges: int = 0  # announce when this many edges are ready (DeepThings' -total_edge)
 
 
 @dataclass
@@ -206,6 +207,8 @@ class Gateway:
             raise ProtocolError(f"peer {peer.peer_id}: READY from a {peer.role}")
         peer.ready = True
         log.info("edge %d (%s) ready", peer.peer_id, peer.name)
+        if self.config.expect_edges and len(self.members.edges()) == self.config.expect_edges:
+            log.warning("all %d expected edges are ready", self.config.expect_edges)
         self._dispatch(now)
 
     def _on_heartbeat(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
