@@ -1,0 +1,683 @@
+"""The DeepThings paper's experiments on the emulated testbed (`deepthings bench paper`,
+`python benchmarks/paper_experiments.py`).
+
+YOLOv2's first 16 layers (random weights) on 1..K emulated devices (network namespaces on a
+shaped bridge, CPU-capped by cgroups): latency and speedup over one emulated device of
+FTP-WST, FTP-WST-S and FTP-WSH (several grids) and of MoDNN; bytes on the wire per frame;
+throughput and worst latency with 1..K data sources; peak memory per device against the FTP
+cost model. Writes ``results.csv``, ``runs.json``, PNG plots and ``report.md``.
+
+The block is cut out of the cfg (layers 0..15 become the whole network), so the gateway's
+merge is the stitch only and every measured second belongs to the fused block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from deepthings.errors import EmulationError
+from deepthings.testbed.spec import DeviceSpec, LinkSpec, device_specs, parse_rate
+from deepthings.testbed.testbed import Testbed
+
+log = logging.getLogger(__name__)
+
+# The paper's figures (Zhao, Mirzazad Barijough, Gerstlauer, TCAD 2018; Raspberry Pi 3 over WLAN).
+PAPER = {
+    "speedup_6_ftp_wst_s": 3.5,
+    "speedup_6_modnn": 2.1,
+    "reuse_latency_cut": 0.27,
+    "wsts_vs_wsh_comm": 0.5,
+    "fps_6_sources_deepthings": 0.29,
+    "fps_6_sources_modnn": 0.12,
+}
+
+PORT = 5600
+
+
+@dataclass
+class Settings:
+    """One experiment suite."""
+
+    cfg: str
+    size: int = 608
+    fused: int = 16
+    devices: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    schedules: list[str] = field(default_factory=lambda: ["wst", "wst-s", "wsh"])
+    grids: list[tuple[int, int]] = field(default_factory=lambda: [(3, 3), (4, 4), (5, 5)])
+    sources: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    frames: int = 3  # timed frames per run (after one warm-up frame)
+    frames_per_source: int = 2
+    cpu: float = 0.25
+    gateway_cpu: float | None = None
+    rate: str | None = "1gbit"
+    delay: str | None = None
+    loss: str | None = None
+    out: str = "benchmarks/results/paper"
+    seed: int = 1
+    modnn: bool = True
+    ftp: bool = True
+    timeout_s: float = 300.0
+
+    @property
+    def max_devices(self) -> int:
+        return max(self.devices)
+
+
+# ----------------------------------------------------------------------------- model files
+def truncated_cfg(cfg_path: str, layers: int, size: int) -> str:
+    """cfg text with only the first `layers` layer sections and the input resized to size x size."""
+    import re
+
+    text = Path(cfg_path).read_text()
+    sections = re.split(r"(?m)^(?=\[)", text)
+    head = [s for s in sections if s.strip()]
+    if not head or not head[0].lstrip().startswith("[net]"):
+        raise EmulationError(f"{cfg_path}: first section is not [net]")
+    net = re.sub(r"(?m)^width\s*=.*$", f"width={size}", head[0])
+    net = re.sub(r"(?m)^height\s*=.*$", f"height={size}", net)
+    body = [s for s in head[1:] if not s.lstrip().startswith("#")][:layers]
+    if len(body) < layers:
+        raise EmulationError(f"{cfg_path} has only {len(body)} layers, {layers} requested")
+    return net + "".join(body)
+
+
+def prepare_model(settings: Settings, workdir: Path) -> tuple[Path, Path]:
+    """Write the cut cfg and its deterministic random weights; returns (cfg, weights)."""
+    from deepthings.darknet import write_random_weights
+
+    name = Path(settings.cfg).stem
+    cfg = workdir / f"{name}-{settings.fused}l-{settings.size}.cfg"
+    cfg.write_text(truncated_cfg(settings.cfg, settings.fused, settings.size))
+    weights = workdir / f"{cfg.stem}.weights"
+    write_random_weights(cfg, weights, seed=settings.seed)
+    return cfg, weights
+
+
+def _env() -> dict[str, str]:
+    """Environment for processes in the testbed: they import this very deepthings package."""
+    import deepthings
+
+    env = dict(os.environ)
+    root = str(Path(deepthings.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return env
+
+
+def _testbed(settings: Settings, k: int) -> Testbed:
+    specs = device_specs(k, cpu=settings.cpu, rate=settings.rate, delay=settings.delay, loss=settings.loss)
+    gateway = DeviceSpec(cpu=settings.gateway_cpu, link=LinkSpec(settings.rate, settings.delay, settings.loss))
+    return Testbed(specs, gateway=gateway, ignore_missing_netem=True)
+
+
+def _json_line(out: str, what: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise EmulationError(f"{what} printed no JSON result:\n{out[-2000:]}")
+
+
+def _sum_up(link: dict[str, dict[str, int]]) -> int:
+    return sum(v["up"] for v in link.values())
+
+
+def _delta(after: dict, before: dict) -> dict[str, dict[str, int]]:
+    return {n: {k: after[n][k] - before.get(n, {}).get(k, 0) for k in after[n]} for n in after}
+
+
+# ----------------------------------------------------------------------------- runs
+def run_single(settings: Settings, cfg: Path, weights: Path) -> dict:
+    """The fused block on one emulated device: the reference for every speedup."""
+    py = sys.executable
+    with _testbed(settings, 1) as tb:
+        r = tb.run(0, [py, "-m", "deepthings.testbed.probes", "single", "--cfg", str(cfg), "--weights", str(weights),
+                       "--fused", str(settings.fused), "--frames", str(settings.frames)],
+                   capture_output=True, text=True, env=_env(), timeout=settings.timeout_s)
+        if r.returncode != 0:
+            raise EmulationError(f"single-device probe failed:\n{r.stderr[-3000:]}")
+        res = _json_line(r.stdout, "single-device probe")
+        usage = tb.usage()["d0"]
+    lat = res["latencies_s"]
+    return {"system": "single", "schedule": "", "grid": "", "devices": 1, "sources": 1,
+            "latency_s": statistics.median(lat), "latency_max_s": max(lat), "frames": len(lat),
+            "fps": 1.0 / statistics.median(lat), "bytes_per_frame": 0,
+            "peak_rss_bytes": res["peak_rss_bytes"], "cgroup_mem_peak_bytes": usage["memory_peak_bytes"],
+            "gflop": res["flops"] / 1e9}
+
+
+def run_modnn(settings: Settings, cfg: Path, weights: Path, k: int, frames: int | None = None) -> dict:
+    """MoDNN (BODP + per-layer boundary exchange through the gateway) on k devices."""
+    py = sys.executable
+    frames = settings.frames if frames is None else frames
+    env = _env()
+    with _testbed(settings, k) as tb:
+        addr = f"{tb.address('gw')}:{PORT}"
+        for i in range(k):
+            tb.spawn(i, [py, "-m", "deepthings.baselines.modnn_net", "worker", "--gateway", addr],
+                     env=env, stdout=subprocess.DEVNULL)
+        before = tb.link_bytes()
+        t0 = time.monotonic()
+        r = tb.run("gw", [py, "-m", "deepthings.baselines.modnn_net", "gateway", "--bind", addr,
+                          "--workers", str(k), "--cfg", str(cfg), "--weights", str(weights),
+                          "--fused", str(settings.fused), "--frames", str(frames + 1)],
+                   capture_output=True, text=True, env=env, timeout=settings.timeout_s)
+        wall = time.monotonic() - t0
+        if r.returncode != 0:
+            raise EmulationError(f"MoDNN gateway on {k} devices failed:\n{r.stderr[-3000:]}")
+        res = _json_line(r.stdout, "MoDNN gateway")
+        link = _delta(tb.link_bytes(), before)
+        usage = tb.usage()
+    traces = res["traces"][1:]  # frame 0 is the warm-up
+    lat = [t["latency_s"] for t in traces]
+    compute = [max(d["compute_s"] for d in t["devices"]) for t in traces]
+    wait = [statistics.mean(d["wait_s"] for d in t["devices"]) for t in traces]
+    return {"system": "modnn", "schedule": "bodp", "grid": "1d", "devices": k, "sources": 1,
+            "latency_s": statistics.median(lat), "latency_max_s": max(lat), "frames": len(lat),
+            "fps": len(lat) / sum(lat), "bytes_per_frame": _sum_up(link) / (frames + 1),
+            "app_bytes_per_frame": statistics.mean(t["bytes_sent"] + t["bytes_received"] for t in traces),
+            "compute_s": statistics.median(compute), "wait_s": statistics.median(wait),
+            "gateway_s": statistics.median(t["gateway_s"] for t in traces),
+            "mem_peak_per_device": [usage[d]["memory_peak_bytes"] for d in tb.devices],
+            "wall_s": wall}
+
+
+def run_ftp(settings: Settings, cfg: Path, weights: Path, k: int, schedule: str, grid: tuple[int, int],
+            sources: int = 1, frames: int | None = None, in_flight: int = 1, cache: Path | None = None) -> dict:
+    """The deepthings runtime on k devices: gateway in its namespace, one edge per device, the
+    first `sources` devices make frames (one warm-up frame each, then `frames` timed ones)."""
+    py = sys.executable
+    frames = settings.frames if frames is None else frames
+    env = _env()
+    rate = parse_rate(settings.rate)
+    with tempfile.TemporaryDirectory(prefix="dt-ftp-") as tmp, _testbed(settings, k) as tb:
+        start = Path(tmp) / "start"
+        cache_dir = cache or Path(tmp) / "cache"
+        addr = f"{tb.address('gw')}:{PORT}"
+        gw = tb.spawn("gw", [py, "-m", "deepthings.testbed.probes", "ftp-gateway", "--bind", addr,
+                             "--cfg", str(cfg), "--weights", str(weights), "--fused", str(settings.fused),
+                             "--grid", f"{grid[0]}x{grid[1]}", "--schedule", schedule,
+                             "--link-bytes-per-s", str((rate or 8e9) / 8)],
+                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, c, h, w = (None, 3, settings.size, settings.size)
+        procs = []
+        for i in range(k):
+            src = i < sources
+            cmd = [py, "-m", "deepthings.testbed.probes", "ftp-edge", "--gateway", addr,
+                   "--advertise", tb.address(i), "--cache-dir", str(cache_dir),
+                   "--shape", str(c), str(h), str(w)]
+            if src:
+                cmd += ["--frames", str(frames + 1), "--start-file", str(start), "--in-flight", str(in_flight)]
+            procs.append(tb.spawn(i, cmd, env=env, stdout=subprocess.PIPE if src else subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True))
+        wait = tb.run("gw", [py, "-m", "deepthings.testbed.probes", "ftp-wait", "--gateway", addr,
+                             "--ready", str(k), "--timeout", str(settings.timeout_s)],
+                      capture_output=True, text=True, env=env, timeout=settings.timeout_s + 30)
+        if wait.returncode != 0:
+            gw_err = gw.stderr.read() if gw.poll() is not None else ""
+            raise EmulationError(f"FTP {schedule} {grid} on {k} devices: edges did not join:\n"
+                                 f"{wait.stderr[-2000:]}\n{gw_err[-2000:]}")
+        before = tb.link_bytes()
+        usage_before = tb.usage()
+        start.touch()
+        results = []
+        for i in range(sources):
+            try:
+                out, err = procs[i].communicate(timeout=settings.timeout_s)
+            except subprocess.TimeoutExpired:
+                raise EmulationError(f"FTP {schedule} {grid} on {k} devices: source d{i} timed out") from None
+            if procs[i].returncode != 0:
+                raise EmulationError(f"FTP source d{i} failed:\n{err[-3000:]}")
+            results.append(_json_line(out, f"FTP source d{i}"))
+        link = _delta(tb.link_bytes(), before)
+        usage = tb.usage()
+    return _ftp_row(schedule, grid, k, sources, frames, results, link, usage, usage_before)
+
+
+def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames: int, results: list[dict],
+             link: dict, usage: dict, usage_before: dict) -> dict:
+    timed = [f for r in results for f in sorted(r["frames"], key=lambda f: f["frame"])[1:]]
+    allf = [f for r in results for f in r["frames"]]
+    if not timed:
+        raise EmulationError(f"FTP {schedule} {grid} on {k} devices returned no timed frames")
+    lat = [f["latency_s"] for f in timed]
+    # Throughput over the window in which timed frames were in flight (clocks are system-wide).
+    t_first = min(f["submitted_s"] for f in timed)
+    t_last = max(f["done_s"] for f in timed)
+    per_dev_compute: list[float] = []
+    stolen, tiles, merge = 0, 0, []
+    for f in timed:
+        tr = f["trace"]
+        by_dev: dict[Any, float] = {}
+        for t in tr.get("tiles", []):
+            by_dev[t.get("device")] = by_dev.get(t.get("device"), 0.0) + float(t.get("compute_s", 0.0))
+            stolen += bool(t.get("stolen"))
+            tiles += 1
+        per_dev_compute.append(max(by_dev.values()) if by_dev else 0.0)
+        merge.append(float(tr.get("stages", {}).get("merge_s", 0.0)))
+    cpu = {n: usage[n]["cpu_s"] - usage_before[n]["cpu_s"] for n in usage}
+    throttled = {n: usage[n]["throttled_s"] - usage_before[n]["throttled_s"] for n in usage}
+    return {"system": "ftp", "schedule": schedule, "grid": f"{grid[0]}x{grid[1]}", "devices": k,
+            "sources": sources, "latency_s": statistics.median(lat), "latency_max_s": max(lat),
+            "frames": len(timed), "fps": len(timed) / (t_last - t_first) if t_last > t_first else 0.0,
+            "bytes_per_frame": _sum_up(link) / len(allf),
+            "gateway_bytes_per_frame": (link["gw"]["up"] + link["gw"]["down"]) / len(allf),
+            "compute_s": statistics.median(per_dev_compute), "gateway_s": statistics.median(merge),
+            "stolen_fraction": stolen / tiles if tiles else 0.0,
+            "cpu_s_per_frame": sum(cpu.values()) / len(allf),
+            "gateway_cpu_s_per_frame": cpu["gw"] / len(allf),
+            "throttled_s_per_frame": sum(v for n, v in throttled.items() if n != "gw") / len(allf),
+            "mem_peak_per_device": [usage[n]["memory_peak_bytes"] for n in usage if n != "gw"],
+            "source_peak_rss_bytes": max(r.get("peak_rss_bytes", 0) for r in results)}
+
+
+def idle_rss(settings: Settings) -> int:
+    """Peak RSS of a process that imported the runtime and nothing else (the floor of every device)."""
+    code = ("import resource, deepthings.runtime.edge, deepthings.engine.native, numpy, zmq\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    return int(r.stdout.strip() or 0)
+
+
+# ----------------------------------------------------------------------------- the suite
+def run_suite(settings: Settings, progress: Any = print) -> dict:
+    """Run every experiment; returns {"rows": [...], "meta": {...}} and writes the outputs."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    rows: list[dict] = []
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dt-paper-") as tmp:
+        cfg, weights = prepare_model(settings, Path(tmp))
+        cache = Path(tmp) / "edge-cache"  # edges fetch the model once per suite, not per run
+
+        def attempt(what: str, fn: Any, *a: Any, **kw: Any) -> None:
+            t = time.monotonic()
+            try:
+                row = fn(*a, **kw)
+                rows.append(row)
+                progress(f"[{time.monotonic() - t_start:6.0f}s] {what}: latency {row['latency_s']:.3f}s "
+                         f"({time.monotonic() - t:.0f}s)")
+            except (EmulationError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+                errors.append(f"{what}: {exc}")
+                progress(f"[{time.monotonic() - t_start:6.0f}s] {what}: FAILED {str(exc).splitlines()[0]}")
+
+        attempt("single device", run_single, settings, cfg, weights)
+        for k in settings.devices:
+            if settings.modnn:
+                attempt(f"MoDNN k={k}", run_modnn, settings, cfg, weights, k)
+            if settings.ftp:
+                for schedule in settings.schedules:
+                    for grid in settings.grids:
+                        attempt(f"FTP {schedule} {grid[0]}x{grid[1]} k={k}", run_ftp, settings, cfg, weights, k,
+                                schedule, grid, cache=cache)
+        kmax = settings.max_devices
+        best_grid = settings.grids[-1]
+        for s in settings.sources:
+            if s > kmax:
+                continue
+            if settings.ftp:
+                attempt(f"throughput FTP wst-s {best_grid[0]}x{best_grid[1]} sources={s}", _ftp_throughput, settings, cfg,
+                        weights, kmax, "wst-s", best_grid, sources=s, frames=settings.frames_per_source,
+                        in_flight=2, cache=cache)
+        if settings.modnn:
+            # MoDNN runs one frame at a time over all devices: S sources' frames queue up.
+            n = max(settings.sources) * settings.frames_per_source
+            attempt(f"throughput MoDNN k={kmax}", _modnn_throughput, settings, cfg, weights, kmax, n)
+        model = _cost_model(cfg, settings)
+    meta = {"settings": asdict(settings), "errors": errors, "suite_s": time.monotonic() - t_start,
+            "idle_rss_bytes": idle_rss(settings), "cost_model": model, "paper": PAPER,
+            "machine": _machine()}
+    write_outputs(rows, meta, out)
+    return {"rows": rows, "meta": meta}
+
+
+def _ftp_throughput(*args: Any, **kwargs: Any) -> dict:
+    row = run_ftp(*args, **kwargs)
+    row["system"] = "ftp-throughput"
+    return row
+
+
+def _modnn_throughput(settings: Settings, cfg: Path, weights: Path, k: int, n: int) -> dict:
+    row = run_modnn(settings, cfg, weights, k, frames=n)
+    row.update(system="modnn-throughput", sources=max(settings.sources))
+    return row
+
+
+def _cost_model(cfg: Path, settings: Settings) -> dict:
+    from deepthings.darknet import load_darknet
+    from deepthings.ftp import FTP
+
+    net = load_darknet(cfg)
+    out = {}
+    for g in settings.grids:
+        plan = FTP(net, grid=g, fused_layers=settings.fused)
+        c, cr = plan.cost(reuse=False), plan.cost(reuse=True)
+        out[f"{g[0]}x{g[1]}"] = {"device_bytes": c.device_bytes, "redundancy": c.redundancy,
+                                 "redundancy_reuse": cr.redundancy_reuse, "weight_bytes": c.weight_bytes,
+                                 "peak_footprint_full": c.peak_footprint_full,
+                                 "peak_footprint_tile": c.peak_footprint_tile,
+                                 "peak_footprint_tile_reuse": cr.peak_footprint_tile_reuse}
+    return out
+
+
+def _machine() -> dict:
+    import platform
+
+    return {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "loadavg_at_end": os.getloadavg()}
+
+
+# ----------------------------------------------------------------------------- outputs
+CSV_FIELDS = ["system", "schedule", "grid", "devices", "sources", "latency_s", "latency_max_s", "speedup", "fps",
+              "frames", "bytes_per_frame", "gateway_bytes_per_frame", "app_bytes_per_frame", "compute_s", "wait_s",
+              "gateway_s", "stolen_fraction", "cpu_s_per_frame", "gateway_cpu_s_per_frame",
+              "throttled_s_per_frame", "peak_mem_device_bytes"]
+
+
+def write_outputs(rows: list[dict], meta: dict, out: Path) -> None:
+    single = next((r for r in rows if r["system"] == "single"), None)
+    for r in rows:
+        r["speedup"] = single["latency_s"] / r["latency_s"] if single and r.get("latency_s") else None
+        mems = [m for m in r.get("mem_peak_per_device", []) if m]
+        r["peak_mem_device_bytes"] = max(mems) if mems else r.get("cgroup_mem_peak_bytes")
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in CSV_FIELDS})
+    (out / "runs.json").write_text(json.dumps({"rows": rows, "meta": meta}, indent=1, default=str))
+    plots = _plots(rows, meta, out)
+    (out / "report.md").write_text(report_markdown(rows, meta, plots))
+
+
+def _plots(rows: list[dict], meta: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    lat_rows = [r for r in rows if r["system"] in ("ftp", "modnn") and r["sources"] == 1]
+    series: dict[str, list[tuple[int, dict]]] = {}
+    for r in lat_rows:
+        name = "MoDNN" if r["system"] == "modnn" else f"FTP-{r['schedule'].upper()} {r['grid']}"
+        series.setdefault(name, []).append((r["devices"], r))
+    if series:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for name, pts in sorted(series.items()):
+            pts.sort(key=lambda p: p[0])
+            style = "k-o" if name == "MoDNN" else ("-s" if "WST-S" in name else "--^" if "WSH" in name else ":o")
+            axes[0].plot([p[0] for p in pts], [p[1]["speedup"] or 0 for p in pts], style, label=name, ms=4)
+            axes[1].plot([p[0] for p in pts], [p[1]["bytes_per_frame"] / 1e6 for p in pts], style, label=name, ms=4)
+        kmax = max(r["devices"] for r in lat_rows)
+        axes[0].plot([1, kmax], [1, kmax], color="0.8", lw=1, label="linear")
+        axes[0].set(xlabel="emulated devices", ylabel="speedup over one device", title="Latency speedup")
+        axes[1].set(xlabel="emulated devices", ylabel="MB on the wire per frame", title="Communication")
+        axes[0].legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / "speedup_comm.png", dpi=110)
+        plt.close(fig)
+        made.append("speedup_comm.png")
+    thr = sorted((r for r in rows if r["system"] == "ftp-throughput"), key=lambda r: r["sources"])
+    if thr:
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        ax[0].plot([r["sources"] for r in thr], [r["fps"] for r in thr], "-s", label="FTP-WST-S")
+        ax[1].plot([r["sources"] for r in thr], [r["latency_max_s"] for r in thr], "-s", label="FTP-WST-S")
+        mod = next((r for r in rows if r["system"] == "modnn-throughput"), None)
+        if mod:
+            ax[0].axhline(mod["fps"], color="k", ls="--", label="MoDNN (one frame at a time)")
+        ax[0].set(xlabel="data sources", ylabel="frames per second", title="Throughput")
+        ax[1].set(xlabel="data sources", ylabel="worst latency (s)", title="Worst-case latency")
+        ax[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=110)
+        plt.close(fig)
+        made.append("throughput.png")
+    model = meta.get("cost_model", {})
+    mem_rows = [r for r in rows if r["system"] == "ftp" and r["sources"] == 1 and r.get("peak_mem_device_bytes")]
+    if mem_rows and model:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        grids = sorted({r["grid"] for r in mem_rows})
+        meas = [statistics.median(r["peak_mem_device_bytes"] for r in mem_rows if r["grid"] == g) / 1e6 for g in grids]
+        idle = meta.get("idle_rss_bytes", 0) / 1e6
+        pred = [model.get(g, {}).get("device_bytes", 0) / 1e6 for g in grids]
+        x = range(len(grids))
+        ax.bar([i - 0.2 for i in x], meas, 0.4, label="measured peak (cgroup)")
+        ax.bar([i + 0.2 for i in x], [p + idle for p in pred], 0.4, label=f"cost model + idle process ({idle:.0f} MB)")
+        ax.set_xticks(list(x), grids)
+        ax.set(ylabel="MB per device", title="Peak memory per device")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "memory.png", dpi=110)
+        plt.close(fig)
+        made.append("memory.png")
+    return made
+
+
+def _find(rows: list[dict], **kw: Any) -> dict | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
+    s = meta["settings"]
+    kmax = max(s["devices"])
+    grids = [f"{g[0]}x{g[1]}" for g in s["grids"]]
+    best = grids[-1] if grids else "5x5"
+    lines = [
+        "# DeepThings' experiments on the emulated testbed",
+        "",
+        f"YOLOv2 layers 0..{s['fused'] - 1} at {s['size']}x{s['size']} (random weights), "
+        f"devices emulated as network namespaces, each capped at {s['cpu']} cores (cgroup CFS quota), "
+        f"links {s['rate'] or 'unshaped'}{' + ' + s['delay'] if s['delay'] else ''} per direction (tc htb"
+        f"{'/netem' if s['delay'] or s['loss'] else ''}), gateway "
+        f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}. "
+        f"{s['frames']} timed frames per point after a warm-up frame; median latency. "
+        f"Machine: {meta['machine']['cpus']} CPUs, kernel {meta['machine']['kernel']}; "
+        f"suite took {meta['suite_s']:.0f} s.",
+        "",
+    ]
+    single = _find(rows, system="single")
+    if single:
+        lines += [f"One emulated device: {single['latency_s']:.3f} s per frame "
+                  f"({single['gflop']:.1f} GFLOP, {single['gflop'] / single['latency_s']:.1f} GFLOP/s at "
+                  f"{s['cpu']} cores).", ""]
+    # Paper vs ours.
+    wsts = _find(rows, system="ftp", schedule="wst-s", grid=best, devices=kmax, sources=1)
+    wst = _find(rows, system="ftp", schedule="wst", grid=best, devices=kmax, sources=1)
+    wsh = _find(rows, system="ftp", schedule="wsh", grid=best, devices=kmax, sources=1)
+    mod = _find(rows, system="modnn", devices=kmax)
+    thr = sorted((r for r in rows if r["system"] == "ftp-throughput"), key=lambda r: r["sources"])
+    thr_max = thr[-1] if thr else None
+    mod_thr = _find(rows, system="modnn-throughput")
+    reuse_cut = (1 - wsts["latency_s"] / wst["latency_s"]) if wsts and wst else None
+    comm = (wsts["bytes_per_frame"] / wsh["bytes_per_frame"]) if wsts and wsh and wsh["bytes_per_frame"] else None
+    lines += [
+        f"## Paper vs this run ({kmax} devices, grid {best})",
+        "",
+        "| metric | paper (Pi 3, WLAN) | this run |",
+        "| --- | --- | --- |",
+        f"| speedup FTP-WST-S | {PAPER['speedup_6_ftp_wst_s']}x (6 devices) | {_fmt(wsts and wsts['speedup'])}x |",
+        f"| speedup MoDNN | {PAPER['speedup_6_modnn']}x | {_fmt(mod and mod['speedup'])}x |",
+        f"| FTP-WST-S / MoDNN speedup ratio | {PAPER['speedup_6_ftp_wst_s'] / PAPER['speedup_6_modnn']:.2f} | "
+        f"{_fmt(wsts and mod and wsts['speedup'] / mod['speedup'])} |",
+        f"| latency cut by data reuse (WST-S vs WST) | {PAPER['reuse_latency_cut']:.0%} | "
+        f"{_fmt(reuse_cut and reuse_cut * 100, '.0f')}% |",
+        f"| communication WST-S / WSH | {PAPER['wsts_vs_wsh_comm']:.2f} | {_fmt(comm)} |",
+        f"| throughput, {max(s['sources'])} sources: DeepThings / MoDNN (FPS) | "
+        f"{PAPER['fps_6_sources_deepthings']} / {PAPER['fps_6_sources_modnn']} "
+        f"(ratio {PAPER['fps_6_sources_deepthings'] / PAPER['fps_6_sources_modnn']:.2f}) | "
+        f"{_fmt(thr_max and thr_max['fps'])} / {_fmt(mod_thr and mod_thr['fps'])} (ratio "
+        f"{_fmt(thr_max and mod_thr and thr_max['fps'] / mod_thr['fps'])}) |",
+        "",
+        "Compare ratios, not absolute times: a Pi 3 core and its WLAN are not this machine's.",
+        "",
+        f"Goal: FTP-WST-S speedup at {kmax} devices >= 4.0x and above MoDNN's: "
+        f"{'MET' if wsts and mod and wsts['speedup'] >= 4.0 and wsts['speedup'] > mod['speedup'] else 'NOT met'}"
+        f" ({_fmt(wsts and wsts['speedup'])}x vs MoDNN {_fmt(mod and mod['speedup'])}x).",
+        "",
+        "## Latency and speedup (1 data source)",
+        "",
+        "| system | grid | " + " | ".join(f"{k} dev" for k in s["devices"]) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in s["devices"]) + " |",
+    ]
+    combos = [("modnn", "bodp", "1d")] + [("ftp", sch, g) for sch in s["schedules"] for g in grids]
+    for system, sch, g in combos:
+        cells = []
+        for k in s["devices"]:
+            r = _find(rows, system=system, schedule=sch, grid=g, devices=k, sources=1)
+            cells.append("-" if r is None else f"{r['latency_s']:.3f}s ({_fmt(r['speedup'])}x)")
+        name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
+        lines.append(f"| {name} | {g} | " + " | ".join(cells) + " |")
+    lines += ["", "## Bytes on the wire per frame (all links, measured on the bridge ports)", "",
+              "| system | grid | " + " | ".join(f"{k} dev" for k in s["devices"]) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in s["devices"]) + " |"]
+    for system, sch, g in combos:
+        cells = []
+        for k in s["devices"]:
+            r = _find(rows, system=system, schedule=sch, grid=g, devices=k, sources=1)
+            cells.append("-" if r is None else f"{r['bytes_per_frame'] / 1e6:.2f} MB")
+        name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
+        lines.append(f"| {name} | {g} | " + " | ".join(cells) + " |")
+    lines += ["", f"## Where the time goes ({kmax} devices, median per frame)", "",
+              "| system | grid | latency | busiest device compute | gateway merge | transfer + waiting | "
+              "stolen tiles | CPU s/frame (all) | gateway CPU s/frame |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for system, sch, g in combos:
+        r = _find(rows, system=system, schedule=sch, grid=g, devices=kmax, sources=1)
+        if r is None:
+            continue
+        comp = r.get("compute_s")
+        rest = r["latency_s"] - (comp or 0) - (r.get("gateway_s") or 0)
+        name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
+        lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(comp, '.3f')}s | "
+                     f"{_fmt(r.get('gateway_s'), '.3f')}s | {rest:.3f}s | {_fmt(r.get('stolen_fraction'), '.0%')} | "
+                     f"{_fmt(r.get('cpu_s_per_frame'), '.2f')} | {_fmt(r.get('gateway_cpu_s_per_frame'), '.2f')} |")
+    if thr or mod_thr:
+        lines += ["", f"## Throughput with several data sources ({kmax} devices, FTP-WST-S {best})", "",
+                  "| sources | FPS | worst latency | median latency |", "| --- | --- | --- | --- |"]
+        for r in thr:
+            lines.append(f"| {r['sources']} | {r['fps']:.3f} | {r['latency_max_s']:.2f}s | {r['latency_s']:.2f}s |")
+        if mod_thr:
+            lines.append(f"| MoDNN (any) | {mod_thr['fps']:.3f} | frames queue: the n-th of a batch waits n "
+                         f"x {mod_thr['latency_s']:.2f}s | {mod_thr['latency_s']:.2f}s |")
+    model = meta.get("cost_model", {})
+    if model:
+        lines += ["", "## Memory per device: measured vs the FTP cost model", "",
+                  f"Idle process with the runtime imported: {meta.get('idle_rss_bytes', 0) / 1e6:.0f} MB.", "",
+                  "| grid | cost model (weights + largest tile layer) | measured peak per device (median over runs, "
+                  "cgroup) | unpartitioned peak layer footprint | redundancy (FLOPs) | with reuse |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for g in grids:
+            m = model.get(g)
+            if not m:
+                continue
+            meas = [r["peak_mem_device_bytes"] for r in rows
+                    if r["system"] == "ftp" and r["grid"] == g and r.get("peak_mem_device_bytes")]
+            lines.append(f"| {g} | {m['device_bytes'] / 1e6:.1f} MB | "
+                         f"{_fmt(meas and statistics.median(meas) / 1e6, '.0f')} MB | "
+                         f"{m['peak_footprint_full'] / 1e6:.1f} MB | {m['redundancy']:.1%} | {m['redundancy_reuse']:.1%} |")
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    if meta.get("errors"):
+        lines += ["", "## Runs that failed", ""] + [f"- {e.splitlines()[0]}" for e in meta["errors"]]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- entry point
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="paper_experiments", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small CI version (224x224, 1..2 devices, one grid)")
+    p.add_argument("--cfg", default=None, help="Darknet cfg (default: ../shared/models/darknet/yolov2.cfg)")
+    p.add_argument("--size", type=int, default=None, help="input size (default 608; 224 with --quick)")
+    p.add_argument("--devices", default=None, help="device counts, e.g. 1,2,3,4,5,6")
+    p.add_argument("--schedules", default=None, help="wst,wst-s,wsh")
+    p.add_argument("--grids", default=None, help="3x3,4x4,5x5")
+    p.add_argument("--sources", default=None, help="data-source counts for the throughput runs")
+    p.add_argument("--frames", type=int, default=None, help="timed frames per latency point")
+    p.add_argument("--cpu", type=float, default=None, help="CPU cap per device in cores (default 0.25)")
+    p.add_argument("--gateway-cpu", type=float, default=None, help="CPU cap of the gateway (default none)")
+    p.add_argument("--rate", default=None, help="link rate per direction (default 1gbit)")
+    p.add_argument("--delay", default=None, help="link delay (needs sch_netem)")
+    p.add_argument("--out", default=None, help="output directory (default benchmarks/results/paper)")
+    p.add_argument("--no-modnn", action="store_true")
+    p.add_argument("--no-ftp", action="store_true")
+    return p
+
+
+def _default_cfg() -> str:
+    here = Path(__file__).resolve()
+    for base in [Path(os.environ.get("DEEPTHINGS_SHARED", "")), here.parents[3].parent / "shared",
+                 Path.cwd().parent / "shared", Path("/work/shared")]:
+        cfg = base / "models" / "darknet" / "yolov2.cfg"
+        if cfg.is_file():
+            return str(cfg)
+    raise EmulationError("yolov2.cfg not found: pass --cfg or set DEEPTHINGS_SHARED")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    s = Settings(cfg=args.cfg or _default_cfg())
+    if args.quick:
+        s.size, s.devices, s.grids, s.sources = 224, [1, 2], [(3, 3)], [1, 2]
+        s.frames, s.frames_per_source = 2, 2
+        s.out = "benchmarks/results/paper-quick"
+    if args.size:
+        s.size = args.size
+    if args.devices:
+        s.devices = [int(v) for v in args.devices.split(",")]
+    if args.schedules:
+        s.schedules = args.schedules.split(",")
+    if args.grids:
+        s.grids = [tuple(int(x) for x in g.lower().split("x")) for g in args.grids.split(",")]  # type: ignore[misc]
+    if args.sources:
+        s.sources = [int(v) for v in args.sources.split(",")]
+    if args.frames:
+        s.frames = args.frames
+    if args.cpu:
+        s.cpu = args.cpu
+    s.gateway_cpu = args.gateway_cpu
+    if args.rate:
+        s.rate = args.rate
+    s.delay = args.delay
+    if args.out:
+        s.out = args.out
+    s.modnn = not args.no_modnn
+    s.ftp = not args.no_ftp
+    return s
+
+
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = build_parser(parser).parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from deepthings.testbed.testbed import require_root
+
+    require_root()
+    settings = settings_from_args(args)
+    result = run_suite(settings, progress=lambda m: print(m, flush=True))
+    out = Path(settings.out)
+    print(f"wrote {out / 'results.csv'}, {out / 'report.md'} and plots; {len(result['meta']['errors'])} runs failed")
+    return 0 if result["rows"] else 1
