@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepthings.cli.detect import add_model_arguments, load_model, parse_grid, result_detections
+from deepthings.cli.detect import add_model_arguments, cluster_log_level, load_model, parse_grid, result_detections
 from deepthings.errors import DeepthingsError
 
 
@@ -31,8 +31,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--edges", type=int, default=3, help="edge devices in the local cluster (default 3)")
     p.add_argument("--grid", type=parse_grid, default=(3, 3), metavar="NxM", help="FTP grid (default 3x3)")
     p.add_argument("--fused", type=int, default=16, metavar="L", help="fused layers (default 16)")
-    p.add_argument("--schedule", default="wst-s", choices=["wst", "wst-s", "wsh"],
-                   help="cluster scheduling (default wst-s: work stealing with data reuse)")
+    p.add_argument("--schedule", default="wst", choices=["wst", "wst-s", "wsh"],
+                   help="cluster scheduling: wst = DeepThings' work stealing (default), wst-s = with "
+                        "data reuse, wsh = work sharing")
     p.add_argument("--frames", type=int, default=5,
                    help="timed frames per mode after one warm-up (median reported; default 5)")
     p.add_argument("--thresh", type=float, default=0.25, help="class probability threshold (0.25)")
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # The cluster: gateway + edges as local processes on loopback.
     with console.status(f"starting a local cluster: gateway + {args.edges} edges ..."):
         t0 = time.perf_counter()
-        cluster = Cluster(net, edges=args.edges, grid=(n, m), fused_layers=args.fused, schedule=args.schedule)
+        cluster = Cluster(net, edges=args.edges, grid=(n, m), fused_layers=args.fused, schedule=args.schedule,
+                          thresh=args.thresh, nms=args.nms, log_level=cluster_log_level(args))
         cluster.__enter__()
     try:
         startup_s = time.perf_counter() - t0
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"distributed result identical to the single-device one: "
                   f"{'[green]yes[/green]' if same else '[red]NO[/red]'}")
     console.print()
-    _print_tile_map(console, trace, (n, m))
+    _print_tile_map(console, trace, (n, m), reuse=args.schedule == "wst-s")
     console.print()
     _print_timing(console, trace, single_s, dist_s, args.frames)
 
@@ -158,7 +160,7 @@ def _print_detections(console: Any, dets: list) -> None:
     console.print(table)
 
 
-def _print_tile_map(console: Any, trace: dict, grid: tuple[int, int]) -> None:
+def _print_tile_map(console: Any, trace: dict, grid: tuple[int, int], reuse: bool) -> None:
     """The grid of tiles, each labelled with the device that ran it (* = stolen)."""
     from rich.table import Table
 
@@ -167,7 +169,8 @@ def _print_tile_map(console: Any, trace: dict, grid: tuple[int, int]) -> None:
     palette = ["cyan", "magenta", "yellow", "green", "blue", "red", "bright_cyan", "bright_magenta"]
     devices = sorted({str(t.get("device_name") or t.get("device")) for t in tiles.values() if "device" in t})
     colour = {d: palette[i % len(palette)] for i, d in enumerate(devices)}
-    table = Table(title="which device ran which tile (* = stolen, L1 = level-1 tile using reuse)",
+    title = "which device ran which tile (* = stolen" + (", L1 = level-1 tile using reuse)" if reuse else ")")
+    table = Table(title=title,
                   show_header=False, show_lines=True)
     for _ in range(m):
         table.add_column(justify="center")
@@ -180,7 +183,7 @@ def _print_tile_map(console: Any, trace: dict, grid: tuple[int, int]) -> None:
                 continue
             dev = str(t.get("device_name") or t.get("device"))
             mark = "*" if t.get("stolen") else ""
-            level = " L1" if t.get("level") == 1 else ""
+            level = " L1" if reuse and t.get("level") == 1 else ""
             ms = f"{float(t['compute_s']) * 1e3:.1f} ms" if "compute_s" in t else ""
             cells.append(f"[{colour[dev]}]{dev}{mark}{level}[/]\n{ms}")
         table.add_row(*cells)
@@ -202,13 +205,17 @@ def _print_timing(console: Any, trace: dict, single_s: float, dist_s: float, fra
     table.add_column("time", justify="right")
     stages = trace.get("stages", {})
     labels = {
-        "tiles_s": "tiles: partition, transfer, compute on edges",
-        "merge_wait_s": "waiting for the gateway's merge thread",
+        "preprocess_s": "client: load + resize the image",
+        "tiles_s": "gateway: tiles out to the edges, computed, back",
+        "merge_wait_s": "gateway: waiting for the merge thread",
         "merge_s": "gateway: stitch + remaining layers + heads",
-        "gateway_total_s": "gateway total",
+        "gateway_total_s": "gateway: total for this frame",
+        "roundtrip_s": "client: round trip to the gateway",
+        "decode_s": "client: decode heads + NMS",
+        "total_s": "client: total for this frame",
     }
-    for key, value in stages.items():
-        table.add_row(labels.get(key, key), f"{float(value) * 1e3:.1f} ms")
+    for key in [k for k in labels if k in stages] + [k for k in stages if k not in labels]:
+        table.add_row(labels.get(key, key), f"{float(stages[key]) * 1e3:.1f} ms")
     compute = [float(t.get("compute_s", 0.0)) for t in trace.get("tiles", [])]
     if compute:
         table.add_row("sum of tile compute on all edges", f"{sum(compute) * 1e3:.1f} ms")

@@ -218,8 +218,8 @@ def _make_infer(args: argparse.Namespace, net: Any, names: list[str] | None, sta
 
     fused = args.fused if args.fused is not None else default_fused_layers(net, args.grid)
     if args.gateway:
-        key = Path(args.key).read_bytes() if args.key else None
-        cluster = stack.enter_context(Cluster.connect(args.gateway, key=key))
+        cluster = stack.enter_context(Cluster.connect(args.gateway, key=args.key, thresh=args.thresh, nms=args.nms,
+                                                      letterbox=args.letterbox))
         where = f"cluster at {args.gateway}"
     else:
         if args.local_cluster < 1:
@@ -227,7 +227,8 @@ def _make_infer(args: argparse.Namespace, net: Any, names: list[str] | None, sta
         with console.status(f"starting a local cluster: gateway + {args.local_cluster} edges"):
             cluster = stack.enter_context(
                 Cluster(net, edges=args.local_cluster, grid=args.grid, fused_layers=fused,
-                        schedule=args.schedule)
+                        schedule=args.schedule, thresh=args.thresh, nms=args.nms, letterbox=args.letterbox,
+                        log_level=cluster_log_level(args))
             )
         where = (f"local cluster, {args.local_cluster} edges, {args.grid[0]}x{args.grid[1]} tiles "
                  f"over layers 0..{fused - 1}, {args.schedule}")
@@ -257,6 +258,14 @@ def result_detections(result: Any, net: Any, image_wh: tuple[int, int], thresh: 
     return list(result.detections or [])
 
 
+def cluster_log_level(args: argparse.Namespace) -> int:
+    """Log level for the cluster's processes: quiet (errors only) unless -v was given."""
+    import logging
+
+    verbose = getattr(args, "verbose", 0)
+    return logging.ERROR if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+
+
 def _summary(console: Any, results: list[ImageResult], where: str, out: Path) -> None:
     from collections import Counter
 
@@ -267,13 +276,15 @@ def _summary(console: Any, results: list[ImageResult], where: str, out: Path) ->
     table.add_column("objects", justify="right")
     table.add_column("found")
     table.add_column("time", justify="right")
-    table.add_column("written to")
+    table.add_column("written")
     for r in results:
         if r.error:
-            table.add_row(r.image, "-", f"[red]{r.error}[/red]", "-", "-")
+            table.add_row(Path(r.image).name, "-", f"[red]{r.error}[/red]", "-", "-")
             continue
         counts = Counter(d.label for d in r.detections)
         found = ", ".join(f"{n} {label}" if n > 1 else label for label, n in counts.most_common())
-        table.add_row(r.image, str(len(r.detections)), found or "nothing", f"{r.seconds * 1e3:.0f} ms",
-                      ", ".join(str(p) for p in r.written) or "-")
+        table.add_row(Path(r.image).name, str(len(r.detections)), found or "nothing", f"{r.seconds * 1e3:.0f} ms",
+                      ", ".join(p.name for p in r.written) or "-")
     console.print(table)
+    if any(r.written for r in results):
+        console.print(f"output written to {out.resolve()}")

@@ -37,7 +37,8 @@ def draw(image: Any, detections: Iterable[Detection], *, line_width: int | None 
     width = line_width or max(2, round(min(w, h) / 200))
     font = _font(max(11, round(min(w, h) / 35)))
     pen = ImageDraw.Draw(canvas)
-    for det in detections:
+    # Lowest score first, so the labels of the most confident objects end up on top.
+    for det in sorted(detections, key=lambda d: d.score):
         color = class_color(det.class_id)
         box = [det.x1, det.y1, max(det.x1, det.x2), max(det.y1, det.y2)]
         pen.rectangle(box, outline=color, width=width)
