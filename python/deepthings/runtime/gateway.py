@@ -216,7 +216,15 @@ class Gateway:
 
     def _on_status_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         edges = [
-            {"id": p.peer_id, "name": p.name, "source": p.source, "ready": p.ready, "pending": p.pending}
+            {
+                "id": p.peer_id,
+                "name": p.name,
+                "source": p.source,
+                "ready": p.ready,
+                "pending": p.pending,
+                "held": len(self.book.held_by(p.peer_id)),
+                "steal_addr": p.steal_addr,
+            }
             for p in sorted(self.members.edges(ready_only=False), key=lambda p: p.peer_id)
         ]
         self._send(peer, make("STATUS", edges=edges, stats=dict(self.stats), frames_in_flight=len(self.book.frames)))

@@ -44,7 +44,8 @@ RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile
 DONE         gateway -> submitter: frame, ref, trace (dict), names (list[str]); [outputs...].
 ERROR        gateway -> peer: message (str).
 STATUS_REQ   client -> gateway: asks for the cluster's state.
-STATUS       gateway -> client: edges (list of {id, name, source, ready, pending}), stats (dict),
+STATUS       gateway -> client: edges (list of {id, name, source, ready, pending, held,
+             steal_addr}), stats (dict),
              frames_in_flight.
 """
 

@@ -1,0 +1,88 @@
+"""Workloads in one process: tiles (with any WST-S reuse subset) merge to the single-device result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepthings.errors import ProtocolError
+from deepthings.runtime.model import build_workload, describe_model, prepare
+from deepthings.runtime.workload import SyntheticWorkload, TileOutput, grid_bounds
+
+from conftest import YOLO_FASTEST
+
+
+@settings(max_examples=40)
+@given(h=st.integers(1, 30), w=st.integers(1, 30), n=st.integers(1, 5), m=st.integers(1, 5), passes=st.integers(0, 3))
+def test_synthetic_tiles_stitch_to_the_whole_map(h, w, n, m, passes):
+    """Synthetic stencil: stitched tiles equal the whole-map computation, bit for bit."""
+    if n > h or m > w:
+        return
+    wl = SyntheticWorkload((2, h, w), (n, m), passes)
+    x = np.random.default_rng(h * 31 + w).random((2, h, w), dtype=np.float32)
+    outs = {t: wl.run(t, wl.crop(x, t)) for t in range(wl.n_tiles)}
+    np.testing.assert_array_equal(wl.merge(outs)["layer0"], wl.reference(x))
+
+
+def test_grid_bounds_balanced():
+    assert grid_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+
+
+@pytest.fixture(scope="module")
+def fastest():
+    desc = describe_model(YOLO_FASTEST / "yolo-fastest-1.1.cfg", YOLO_FASTEST / "yolo-fastest-1.1.weights")
+    wl, files = prepare(desc, (3, 3), 16, "wst-s")
+    x = np.random.default_rng(0).random(wl.net.input_shape, dtype=np.float32)
+    ref = wl.net.forward(x, outputs=wl.output_layers())
+    return wl, files, x, ref
+
+
+@settings(max_examples=12)
+@given(present=st.lists(st.booleans(), min_size=9, max_size=9))
+def test_ftp_reuse_with_any_subset_of_neighbours_is_exact(fastest, present):
+    """WST-S: whatever subset of level-0 neighbours has published, merged output == forward."""
+    wl, _, x, ref = fastest
+    results = {t: wl.run(t, wl.crop(x, t)) for t in range(wl.n_tiles) if wl.level(t) == 0}
+    published = {t: o for t, o in results.items() if present[t]}
+    for t in range(wl.n_tiles):
+        if wl.level(t) == 1:
+            results[t] = wl.run(t, wl.crop(x, t), wl.reuse_for(t, published))
+    for t, o in results.items():
+        wl.check_output(t, o)
+    merged = wl.merge(results)
+    for i, arr in ref.items():
+        np.testing.assert_array_equal(merged[f"layer{i}"], arr)
+
+
+def test_edge_rebuilds_the_workload_from_shipped_files(fastest, tmp_path):
+    wl, files, x, _ = fastest
+    paths = {}
+    for sha, (name, data) in files.files.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        paths[name] = p
+    edge_wl = build_workload(files.spec, paths)
+    assert edge_wl.n_tiles == wl.n_tiles and edge_wl.supports_reuse
+    t = 4  # level 0, publishes
+    a, b = edge_wl.run(t, wl.crop(x, t)), wl.run(t, wl.crop(x, t))
+    assert len(a.arrays) == len(b.arrays)
+    for u, v in zip(a.arrays, b.arrays):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_malformed_tile_outputs_are_refused(fastest):
+    wl, _, x, _ = fastest
+    good = wl.run(0, wl.crop(x, 0))
+    wl.check_output(0, good)
+    with pytest.raises(ProtocolError):
+        wl.check_output(0, TileOutput(good.arrays[:1], {}, 0))
+    with pytest.raises(ProtocolError):
+        wl.check_output(0, TileOutput([a[:, :-1] for a in good.arrays], good.meta, good.n_publish))
+    with pytest.raises(ProtocolError):  # a published piece for the wrong neighbour
+        wl.check_output(0, TileOutput(good.arrays, {"publish": [[8, 0]] * good.n_publish}, good.n_publish))
+    with pytest.raises(ProtocolError):
+        wl.check_crop(0, np.zeros((3, 5, 5), np.float32))
+    with pytest.raises(ProtocolError):
+        wl.check_crop(99, wl.crop(x, 0))
