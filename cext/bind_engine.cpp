@@ -235,32 +235,22 @@ void bind_engine(py::module_& m) {
     return out;
   }, py::arg("x"), py::arg("factor"), py::arg("scale") = 1.0f);
 
-  m.def("reorg", [](const py::array& x, int stride, bool reverse) {
+  m.def("reorg", [](const py::array& x, int stride) {
     const float* xp = arr("reorg", "x", x, 3, "(C, H, W)");
     const int C = (int)x.shape(0), H = (int)x.shape(1), W = (int)x.shape(2);
-    const int s2 = stride * stride;
     if (stride < 1) throw py::value_error("reorg: stride must be >= 1");
-    py::array_t<float> out;
-    if (!reverse) {
-      if (H % stride || W % stride || C % s2)
-        throw py::value_error("reorg: input " + shape_str(x) + " not divisible by stride " + std::to_string(stride) +
-                              " (Darknet's order needs C % stride^2 == 0 and H, W % stride == 0)");
-      out = new_chw((py::ssize_t)C * s2, H / stride, W / stride);
-    } else {
-      if (C % s2)
-        throw py::value_error("reorg: reverse input " + shape_str(x) + " needs C % stride^2 == 0");
-      out = new_chw(C / s2, (py::ssize_t)H * stride, (py::ssize_t)W * stride);
-    }
+    const int s2 = stride * stride;
+    if (H % stride || W % stride || C % s2)
+      throw py::value_error("reorg: input " + shape_str(x) + " not divisible by stride " + std::to_string(stride) +
+                            " (Darknet's order needs C % stride^2 == 0 and H, W % stride == 0)");
+    auto out = new_chw((py::ssize_t)C * s2, H / stride, W / stride);
     float* op = out.mutable_data();
     {
       py::gil_scoped_release nogil;
-      if (!reverse)
-        ftp::reorg(xp, C, H, W, stride, false, op);
-      else  // Darknet passes the *input* dims of a reverse layer too; express them as the big map's
-        ftp::reorg(xp, C, H, W, stride, true, op);
+      ftp::reorg(xp, C, H, W, stride, false, op);
     }
     return out;
-  }, py::arg("x"), py::arg("stride"), py::arg("reverse") = false, "Darknet reorg (its own element order)");
+  }, py::arg("x"), py::arg("stride"), "Darknet reorg (its own element order, not space-to-depth)");
 
   m.def("shortcut", [](const py::array& prev, const py::array& add, const std::string& activation,
                        float alpha, float beta) {

@@ -16,6 +16,7 @@ constexpr ActName kActs[] = {
     {"ramp", Act::ramp},       {"hardtan", Act::hardtan}, {"lhtan", Act::lhtan},
     {"plse", Act::plse},       {"stair", Act::stair},     {"mish", Act::mish},
     {"swish", Act::swish},     {"hard_mish", Act::hard_mish},
+    {"relu6", Act::relu6},     {"softplus", Act::softplus}, {"gelu", Act::gelu},
 };
 }  // namespace
 

@@ -25,6 +25,9 @@ enum class Act : int {
   mish,
   swish,
   hard_mish,
+  relu6,
+  softplus,
+  gelu,
 };
 
 // Throws std::invalid_argument naming the activation when it is unknown.
@@ -67,6 +70,9 @@ inline float act_scalar(Act a, float x) {
     }
     case Act::mish: return x * std::tanh(softplus_dn(x));
     case Act::swish: return x / (1.f + std::exp(-x));
+    case Act::relu6: return x < 0 ? 0.f : (x > 6.f ? 6.f : x);
+    case Act::softplus: return softplus_dn(x);
+    case Act::gelu: return 0.5f * x * (1.f + std::tanh(0.797885f * x + 0.035677f * x * x * x));
     case Act::hard_mish:
       if (x > 0) return x;
       if (x > -2) return x * x / 2.f + x;

@@ -1,0 +1,119 @@
+"""Native convolution vs the NumPy reference over random shapes, for every GEMM path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepthings import _core
+from kernel_fixtures import isa, threads  # noqa: F401 (fixtures)
+from deepthings.darknet.layers import ACTIVATIONS
+from deepthings.engine import reference as ref
+
+
+def _scale(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], pad: tuple[int, int, int, int],
+           groups: int) -> float:
+    # Largest sum of |terms| of any output: the natural error scale of float32 accumulation.
+    s = ref.conv2d(np.abs(x), np.abs(w), None, stride, pad, groups)
+    return float(s.max()) + 1.0
+
+
+@st.composite
+def conv_cases(draw: st.DrawFn, depthwise: bool = False) -> dict:
+    kh = draw(st.integers(1, 7))
+    kw = draw(st.one_of(st.just(kh), st.integers(1, 7)))
+    sh = draw(st.integers(1, 3))
+    sw = draw(st.one_of(st.just(sh), st.integers(1, 3)))
+    pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    if depthwise:
+        groups = draw(st.integers(2, 12))
+        c, o = groups, groups
+    else:
+        groups = draw(st.sampled_from([1, 1, 1, 2, 3]))
+        c = groups * draw(st.integers(1, 6))
+        o = groups * draw(st.integers(1, 12))
+    h = draw(st.integers(max(1, kh - pad[0] - pad[2]), 23))
+    w = draw(st.integers(max(1, kw - pad[1] - pad[3]), 23))
+    act = draw(st.sampled_from(["linear", "leaky", "relu", "logistic", "mish"]))
+    seed = draw(st.integers(0, 2**31))
+    return dict(c=c, o=o, h=h, w=w, k=(kh, kw), stride=(sh, sw), pad=pad, groups=groups, act=act, seed=seed)
+
+
+def _run(case: dict) -> None:
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["c"], case["h"], case["w"]), dtype=np.float32)
+    w = rng.standard_normal((case["o"], case["c"] // case["groups"], *case["k"]), dtype=np.float32)
+    b = rng.standard_normal(case["o"], dtype=np.float32)
+    want = ref.conv2d(x, w, b, case["stride"], case["pad"], case["groups"], case["act"])
+    cw = _core.ConvWeights(w, case["groups"])
+    got = _core.conv2d(x, cw, b, case["stride"], list(case["pad"]), case["act"])
+    assert got.shape == want.shape, case
+    err = float(np.abs(got - want).max())
+    assert err <= 1e-4 * _scale(x, w, case["stride"], case["pad"], case["groups"]), (case, err)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases())
+def test_conv_matches_reference(isa: str, case: dict) -> None:
+    """Native conv == reference conv (kernels 1..7, strides 1..3, groups, asymmetric pad)."""
+    _run(case)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases(depthwise=True))
+def test_depthwise_matches_reference(isa: str, case: dict) -> None:
+    """The direct depthwise kernel == reference (groups == channels == filters)."""
+    _run(case)
+
+
+@pytest.mark.parametrize(
+    "c,o,hw,k,s,pad",
+    [
+        (64, 96, (20, 31), (1, 1), (1, 1), (0, 0, 0, 0)),     # pointwise: B read in place
+        (300, 20, (9, 9), (3, 3), (1, 1), (1, 1, 1, 1)),      # K = 2700: many K blocks
+        (8, 70, (61, 47), (3, 3), (2, 2), (0, 1, 1, 0)),      # asymmetric tile padding
+        (3, 16, (50, 50), (3, 3), (1, 1), (1, 0, 0, 1)),      # layer-0 like, many N blocks
+    ],
+)
+def test_conv_block_boundaries(isa: str, c: int, o: int, hw: tuple[int, int], k: tuple[int, int],
+                               s: tuple[int, int], pad: tuple[int, int, int, int]) -> None:
+    _run(dict(c=c, o=o, h=hw[0], w=hw[1], k=k, stride=s, pad=pad, groups=1, act="leaky", seed=7))
+
+
+def test_conv_threads_bit_identical(isa: str, threads: None) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 40, 33), dtype=np.float32)
+    w = rng.standard_normal((24, 16, 3, 3), dtype=np.float32)
+    cw = _core.ConvWeights(w)
+    outs = []
+    for n in (1, 2):
+        _core.set_num_threads(n)
+        outs.append(_core.conv2d(x, cw, None, (1, 1), [1, 1, 1, 1], "leaky"))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_conv_activations(act: str) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 9, 11), dtype=np.float32)
+    w = rng.standard_normal((5, 4, 3, 3), dtype=np.float32) * 0.3
+    got = _core.conv2d_weights(x, w, None, (1, 1), [1, 1, 1, 1], 1, act)
+    np.testing.assert_allclose(got, ref.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), 1, act), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_errors_name_the_argument() -> None:
+    cw = _core.ConvWeights(np.zeros((4, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"'x'.*\(C, H, W\).*float64"):
+        _core.conv2d(np.zeros((3, 5, 5)), cw)
+    with pytest.raises(ValueError, match=r"has 2 channels"):
+        _core.conv2d(np.zeros((2, 5, 5), np.float32), cw)
+    with pytest.raises(ValueError, match=r"smaller than the kernel"):
+        _core.conv2d(np.zeros((3, 2, 5), np.float32), cw)
+    with pytest.raises(ValueError, match=r"'bias'.*\(4,\)"):
+        _core.conv2d(np.zeros((3, 5, 5), np.float32), cw, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="unknown activation"):
+        _core.conv2d(np.zeros((3, 5, 5), np.float32), cw, None, (1, 1), [0, 0, 0, 0], "nope")
+    with pytest.raises(ValueError, match="multiple of groups"):
+        _core.ConvWeights(np.zeros((5, 1, 3, 3), np.float32), 2)
