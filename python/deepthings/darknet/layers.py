@@ -200,15 +200,20 @@ class Layer:
         return f"<{self.type} #{self.index} in=({ins}) {self.in_shapes} -> {self.out_shape}>"
 
 
-def _bn_fold(
-    raw: dict[str, np.ndarray], n: int
+def _folded(
+    raw: dict[str, np.ndarray], batch_normalize: bool, ndim: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output (factor, shift) so that bn(y) = factor * y + shift, Darknet's formula."""
-    scales = raw["scales"].astype(np.float64)
-    mean = raw["rolling_mean"].astype(np.float64)
-    var = raw["rolling_variance"].astype(np.float64)
-    factor = scales / (np.sqrt(np.maximum(var, 0.0)) + BN_EPS)
-    return factor, -mean * factor
+    """(weight, bias) with batch-norm folded in, Darknet's formula:
+    bn(y) = scale * (y - mean) / (sqrt(var) + .000001) + bias."""
+    if not batch_normalize:
+        # Nothing to fold: share the raw arrays (no copy of big connected layers).
+        return raw["weights"], raw["biases"]
+    var = np.maximum(raw["rolling_variance"].astype(np.float64), 0.0)
+    factor = raw["scales"].astype(np.float64) / (np.sqrt(var) + BN_EPS)
+    bias = raw["biases"].astype(np.float64) - raw["rolling_mean"].astype(np.float64) * factor
+    f32 = factor.astype(np.float32).reshape((-1,) + (1,) * (ndim - 1))
+    weight = np.ascontiguousarray(raw["weights"] * f32, dtype=np.float32)
+    return weight, np.ascontiguousarray(bias, dtype=np.float32)
 
 
 @register
@@ -264,15 +269,7 @@ class Convolutional(Layer):
     def _fold(self) -> None:
         raw = self.raw_params
         assert raw is not None
-        w = raw["weights"].astype(np.float64)
-        b = raw["biases"].astype(np.float64)
-        if self.batch_normalize:
-            factor, shift = _bn_fold(raw, self.filters)
-            w = w * factor[:, None, None, None]
-            b = b * 1.0 + shift
-            # Darknet adds the bias after normalising: y = f*(conv - mean) + bias.
-        self.weight = np.ascontiguousarray(w, dtype=np.float32)
-        self.bias = np.ascontiguousarray(b, dtype=np.float32)
+        self.weight, self.bias = _folded(raw, self.batch_normalize, 4)
 
     def flops(self) -> int:
         o, oh, ow = self.out_shape
@@ -374,14 +371,7 @@ class Connected(Layer):
     def _fold(self) -> None:
         raw = self.raw_params
         assert raw is not None
-        w = raw["weights"].astype(np.float64)
-        b = raw["biases"].astype(np.float64)
-        if self.batch_normalize:
-            factor, shift = _bn_fold(raw, self.outputs)
-            w = w * factor[:, None]
-            b = b + shift
-        self.weight = np.ascontiguousarray(w, dtype=np.float32)
-        self.bias = np.ascontiguousarray(b, dtype=np.float32)
+        self.weight, self.bias = _folded(raw, self.batch_normalize, 2)
 
     def flops(self) -> int:
         return 2 * self.outputs * self.n_inputs
