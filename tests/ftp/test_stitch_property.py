@@ -1,0 +1,130 @@
+"""Property tests: the stitched tiles of random layer stacks equal the unpartitioned forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepthings.darknet import network_from_cfg_text
+from deepthings.errors import PlanError
+from deepthings.ftp import FTP
+
+from ftp_netgen import random_cfg, scale_of
+
+
+def _engines() -> list:
+    params = [pytest.param("reference", id="reference")]
+    try:
+        from deepthings.engine import get_engine
+
+        get_engine("native")
+        params.append(pytest.param("native", id="native"))
+    except Exception:
+        params.append(pytest.param("native", id="native", marks=pytest.mark.skip(reason="native engine not built")))
+    return params
+
+
+ENGINES = _engines()
+
+
+def _plan(data, text, shapes):
+    """A random plan over a random fused prefix, with a grid every exported map allows."""
+    net = network_from_cfg_text(text, random_seed=data.draw(st.integers(0, 2**16)))
+    L = data.draw(st.integers(1, len(net.layers)))
+    probe = FTP(net, grid=(1, 1), fused_layers=L)
+    n_max = min(probe.layer_shape(e)[1] for e in probe.exports)
+    m_max = min(probe.layer_shape(e)[2] for e in probe.exports)
+    n = data.draw(st.integers(1, min(n_max, 5)))
+    m = data.draw(st.integers(1, min(m_max, 5)))
+    return net, FTP(net, grid=(n, m), fused_layers=L)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=40)
+@given(data=st.data(), net_text=random_cfg())
+def test_stitched_tiles_equal_full_forward(engine, data, net_text):
+    """Stitched tiles == unpartitioned forward, and so does the rest of the net after them."""
+    text, shapes = net_text
+    net, plan = _plan(data, text, shapes)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    x = rng.standard_normal(net.input_shape).astype(np.float32)
+    L = plan.fused_layers
+    want = net.forward(x, engine=engine, outputs=list(plan.exports) + [len(net.layers) - 1])
+    outs = [plan.run_tile(t.tile_id, x, engine) for t in plan.tiles]
+    maps = plan.stitch_all(outs)
+    for e in plan.exports:
+        np.testing.assert_allclose(maps[e], want[e], rtol=0, atol=1e-5 * scale_of(want[e]), err_msg=f"layer {e}")
+    final = plan.finish(outs, engine=engine)
+    ref = want[len(net.layers) - 1]
+    np.testing.assert_allclose(final, ref, rtol=0, atol=1e-5 * scale_of(ref))
+    # The same tile fed its exact input crop gives the same output.
+    t = data.draw(st.sampled_from(plan.tiles))
+    crop = np.ascontiguousarray(t.input_region.crop(x, plan.tiles[0].input_region.__class__(0, 0, x.shape[1], x.shape[2])))
+    a, b = plan.run_tile(t.tile_id, x, engine), plan.run_tile(t.tile_id, crop, engine)
+    for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+        np.testing.assert_array_equal(u, v)
+    assert L >= 1
+
+
+@settings(max_examples=30)
+@given(data=st.data(), net_text=random_cfg(pointwise_and_pool_only=True))
+def test_pool_route_shortcut_upsample_are_bit_identical(data, net_text):
+    """Without convolutions the same arithmetic runs per pixel: tiles are bit-identical."""
+    text, shapes = net_text
+    net, plan = _plan(data, text, shapes)
+    x = np.random.default_rng(1).standard_normal(net.input_shape).astype(np.float32)
+    want = net.forward(x, end=plan.fused_layers, engine="reference")
+    got = plan.stitch([plan.run_tile(t.tile_id, x, "reference") for t in plan.tiles])
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=40)
+@given(data=st.data(), net_text=random_cfg(max_layers=9))
+def test_plan_invariants(data, net_text):
+    """Cells partition every exported map, grids are balanced, regions nest inside the maps."""
+    text, shapes = net_text
+    net, plan = _plan(data, text, shapes)
+    n, m = plan.grid
+    for e in plan.exports:
+        _, h, w = plan.layer_shape(e)
+        cover = np.zeros((h, w), dtype=np.int32)
+        heights = {t.export_regions[e].height for t in plan.tiles}
+        widths = {t.export_regions[e].width for t in plan.tiles}
+        assert max(heights) - min(heights) <= 1 and max(widths) - min(widths) <= 1 and min(heights) >= 1
+        for t in plan.tiles:
+            r = t.export_regions[e]
+            cover[r.top : r.bottom, r.left : r.right] += 1
+        assert (cover == 1).all()
+    for t in plan.tiles:
+        assert t.level == (t.row + t.col) % 2
+        for lt in t.layers:
+            if not lt.active:
+                continue
+            _, h, w = plan.layer_shape(lt.index)
+            assert 0 <= lt.out_region.top < lt.out_region.bottom <= h
+            assert 0 <= lt.out_region.left < lt.out_region.right <= w
+            assert min(lt.pad) >= 0
+            # Padding only where the input region touches the real border of the input map.
+            layer = net.layers[lt.index]
+            _, ih, iw = layer.in_shapes[0]
+            if lt.pad[0]:
+                assert lt.in_region.top == 0
+            if lt.pad[1]:
+                assert lt.in_region.left == 0
+            if lt.pad[2]:
+                assert lt.in_region.bottom == ih
+            if lt.pad[3]:
+                assert lt.in_region.right == iw
+
+
+def test_grid_larger_than_map_is_refused():
+    net = network_from_cfg_text(
+        "[net]\nwidth=8\nheight=6\nchannels=1\n[maxpool]\nsize=2\nstride=2\n", random_seed=0
+    )
+    FTP(net, grid=(3, 4), fused_layers=1)
+    with pytest.raises(PlanError, match="larger than the 3x4"):
+        FTP(net, grid=(4, 4), fused_layers=1)
+    with pytest.raises(PlanError, match="fused_layers"):
+        FTP(net, grid=(1, 1), fused_layers=2)
