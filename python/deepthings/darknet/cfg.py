@@ -21,6 +21,7 @@ class Section:
     cfg_path: str
     options: dict[str, tuple[str, int]] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    index: int | None = None  # layer index once known ([net] has none)
 
     def where(self, key: str | None = None) -> str:
         """``file:line`` of the option ``key`` (or of the section header)."""
@@ -28,7 +29,8 @@ class Section:
         return f"{self.cfg_path}:{line}"
 
     def error(self, msg: str, key: str | None = None) -> CfgError:
-        return CfgError(f"{self.where(key)}: [{self.type}] {msg}")
+        layer = "" if self.index is None else f"layer {self.index} "
+        return CfgError(f"{self.where(key)}: {layer}[{self.type}] {msg}")
 
     def has(self, key: str) -> bool:
         return key in self.options

@@ -140,7 +140,7 @@ class Layer:
         return target
 
     def error(self, msg: str) -> CfgError:
-        return CfgError(f"{self.cfg_path}:{self.line}: layer {self.index} [{self.type}]: {msg}")
+        return CfgError(f"{self.cfg_path}:{self.line}: layer {self.index} [{self.type}] {msg}")
 
     # ----- parameters -------------------------------------------------------------------
     def param_layout(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -537,14 +537,18 @@ class Shortcut(Layer):
 
 def shortcut_sampling(add: Shape, out: Shape) -> tuple[int, int] | None:
     """Darknet shortcut_cpu's (stride, sample) for adding map ``add`` into map ``out``:
-    out[k, j*sample, i*sample] += add[k, j*stride, i*stride]. None when Darknet's asserts
-    (same factor for rows and cols) fail."""
+    out[k, j*sample, i*sample] += add[k, j*stride, i*stride] over the common channels.
+
+    None unless one map is exactly an integer factor of the other, the same for rows and
+    columns (Darknet only asserts the truncated ratios; a 32 vs 11 map is a cfg mistake).
+    """
     _, h1, w1 = add
     _, h2, w2 = out
-    stride, sample = w1 // w2, w2 // w1
-    if stride != h1 // h2 or sample != h2 // h1:
-        return None
-    return max(stride, 1), max(sample, 1)
+    if w1 >= w2 and h1 >= h2 and w1 % w2 == 0 and h1 % h2 == 0 and w1 // w2 == h1 // h2:
+        return w1 // w2, 1
+    if w2 >= w1 and h2 >= h1 and w2 % w1 == 0 and h2 % h1 == 0 and w2 // w1 == h2 // h1:
+        return 1, w2 // w1
+    return None
 
 
 @register
@@ -691,6 +695,7 @@ def build_layer(index: int, section: Section, prev_shapes: list[Shape], input_sh
             f"{section.cfg_path}:{section.line}: unknown layer type [{section.type}] "
             f"(layer {index}; known: {', '.join(sorted(LAYER_TYPES))})"
         )
+    section.index = index
     return cls(index, section, prev_shapes, input_shape)
 
 
