@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     with ExitStack() as stack:
         infer, where = _make_infer(args, net, names, stack, console)
+        console.print(f"running on {where}", soft_wrap=True)
         progress = stack.enter_context(
             Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      TextColumn("{task.description}"), console=console, transient=False)
@@ -271,7 +272,7 @@ def _summary(console: Any, results: list[ImageResult], where: str, out: Path) ->
 
     from rich.table import Table
 
-    table = Table(title=f"deepthings detect: {len(results)} image(s) on {where}")
+    table = Table(title=f"deepthings detect: {len(results)} image(s) on {where.split(',')[0]}")
     table.add_column("image")
     table.add_column("objects", justify="right")
     table.add_column("found")
