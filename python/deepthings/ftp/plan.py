@@ -276,9 +276,11 @@ class FTP:
         """The full output of layer L-1 from all tiles' outputs (use stitch_all for exports)."""
         return self.stitch_all(outputs)[self.fused_layers - 1]
 
-    def finish(self, outputs: Sequence[Any] | Mapping[int, Any], engine: Any = None, **kwargs: Any) -> Any:
-        """Stitch and run the rest of the network: ``net.forward(stitched, start=L, cache=...)``."""
-        maps = self.stitch_all(outputs)
+    def finish(self, tile_outputs: Sequence[Any] | Mapping[int, Any], engine: Any = None, **kwargs: Any) -> Any:
+        """Stitch and run the rest of the network: ``net.forward(stitched, start=L, cache=...)``.
+
+        ``kwargs`` go to ``net.forward`` (e.g. ``outputs=net.head_layers``)."""
+        maps = self.stitch_all(tile_outputs)
         L = self.fused_layers
         if L == len(self.net.layers):
             return maps[L - 1]
