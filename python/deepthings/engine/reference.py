@@ -330,7 +330,7 @@ def _check_inputs(layer: Layer, inputs: Sequence[np.ndarray], pad: Pad | None) -
         if a.shape[0] != shp[0] or (not tileable and a.shape != shp):
             expect = f"({shp[0]}, H, W)" if tileable else str(shp)
             raise ShapeError(f"{where}: input {k} has shape {a.shape}, expected {expect}")
-    if len({a.shape[1:] for a in inputs}) > 1:
+    if tileable and len({a.shape[1:] for a in inputs}) > 1:
         raise ShapeError(f"{where}: inputs have different map sizes {[a.shape for a in inputs]}")
     if pad is not None and (len(pad) != 4 or min(pad) < 0):
         raise ShapeError(f"{where}: pad must be 4 non-negative ints, got {pad}")
