@@ -47,3 +47,33 @@ def test_cluster_gives_identical_detections(net, single):
     ref = net.forward(x, outputs=net.head_layers)
     for h in net.head_layers:
         np.testing.assert_allclose(results[0].outputs[h], ref[h], atol=1e-4)
+
+
+def test_region_head_network_ftp_identical(tmp_path):
+    """A YOLOv2 (region head) network: tiled first 8 layers give the single-device detections."""
+    from conftest import DARKNET_CFGS
+
+    cfg = DARKNET_CFGS / "yolov2-tiny-voc.cfg"
+    weights = tmp_path / "random.weights"
+    deepthings.write_random_weights(cfg, weights, seed=3)
+    net = deepthings.load_darknet(cfg, weights)
+    single = deepthings.detect(net, IMAGES / "dog.jpg", 0.5, 0.45)
+    assert single and {d.label for d in single} <= set(deepthings.detect.class_names_for(20))
+    plan = FTP(net, grid=(3, 3), fused_layers=8)
+    x, image_wh = network_input(net, IMAGES / "dog.jpg")
+    heads = plan.finish({t.tile_id: plan.run_tile(t.tile_id, x) for t in plan.tiles}, outputs=net.head_layers)
+    assert decode_outputs(net, heads, image_wh, thresh=0.5, nms=0.45) == single
+
+
+def test_detect_is_callable_however_it_was_imported():
+    """`deepthings.detect(...)` and `deepthings.detect.decode_outputs` both hold after any import order."""
+    import importlib
+
+    import deepthings.detect as pkg
+    import deepthings.runtime.cluster  # noqa: F401  (imports deepthings.detect internally)
+
+    assert callable(deepthings.detect) and deepthings.detect.decode_outputs is decode_outputs
+    assert importlib.import_module("deepthings").detect is pkg
+    from deepthings import detect
+
+    assert detect is pkg and callable(detect)
