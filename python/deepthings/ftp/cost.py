@@ -110,6 +110,11 @@ class CostReport:
         """All fused weights + the largest per-layer tile input + output."""
         return self.weight_bytes + max(lc.footprint_tile - lc.weight_bytes for lc in self.layers)
 
+    @property
+    def device_bytes_full(self) -> int:
+        """The unpartitioned counterpart of device_bytes: all fused weights + largest layer."""
+        return self.weight_bytes + max(lc.footprint_full - lc.weight_bytes for lc in self.layers)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(
@@ -117,6 +122,7 @@ class CostReport:
             redundancy_reuse=self.redundancy_reuse,
             reuse_saving=self.reuse_saving,
             device_bytes=self.device_bytes,
+            device_bytes_full=self.device_bytes_full,
         )
         return d
 
@@ -157,7 +163,8 @@ class CostReport:
             f"({100 * (1 - self.peak_footprint_tile / self.peak_footprint_full):.1f}% less), "
             f"{self.peak_footprint_tile_reuse / MB:.2f} MB with reuse",
             f"average per-layer saving {100 * avg:.1f}%",
-            f"device memory            {self.device_bytes / MB:10.3f} MB (all fused weights + largest tile layer)",
+            f"device memory            {self.device_bytes / MB:10.3f} MB (all fused weights + largest tile layer) vs "
+            f"{self.device_bytes_full / MB:.3f} MB unpartitioned ({100 * (1 - self.device_bytes / self.device_bytes_full):.1f}% less)",
         ]
         return "\n".join(lines)
 
