@@ -122,3 +122,21 @@ def test_detect_on_a_local_cluster_matches_one_device(tmp_path, dog_detections):
     assert proc.returncode == 0, proc.stderr
     assert [deepthings.Detection(**d) for d in json.loads(proc.stdout)[0]["detections"]] == dog_detections
     assert "local cluster, 2 edges, 2x2 tiles over layers 0..9" in proc.stderr
+
+
+@pytest.mark.slow
+def test_detect_through_a_running_gateway(tmp_path, dog_detections):
+    """`detect --gateway HOST:PORT --key FILE` uses a cluster someone else started."""
+    with deepthings.Cluster("default", edges=1, grid=(2, 2), fused_layers=8) as cluster:
+        key_file = cluster.key.save(tmp_path / "cluster.key")
+        address = cluster.address.removeprefix("tcp://")
+        proc = _run("detect", str(DOG), "--gateway", address, "--key", str(key_file), "--out", str(tmp_path),
+                    "--json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert [deepthings.Detection(**d) for d in json.loads(proc.stdout)[0]["detections"]] == dog_detections
+        # Without the key the gateway does not answer: a clear error, no traceback.
+        from deepthings.runtime.keys import ClusterKey
+
+        wrong = ClusterKey.generate().save(tmp_path / "wrong.key")
+        proc = _run("detect", str(DOG), "--gateway", address, "--key", str(wrong), cwd=tmp_path)
+        assert proc.returncode != 0 and "gateway" in proc.stderr and "Traceback" not in proc.stderr

@@ -31,8 +31,11 @@ def register(subparsers: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local-cluster", type=int, metavar="K", default=0,
                        help="start a gateway + K edges on this machine and run distributed")
-    where.add_argument("--gateway", metavar="HOST:PORT", help="use a running cluster's gateway")
-    p.add_argument("--key", metavar="FILE", help="cluster key file for --gateway (see `deepthings keys`)")
+    where.add_argument("--gateway", metavar="HOST:PORT",
+                       help="use a running cluster's gateway (its model, grid and schedule; --model is ignored)")
+    from deepthings.cli.gateway import add_key_arguments
+
+    add_key_arguments(p)  # --key FILE / --insecure, as for `deepthings gateway` and `edge`
     p.add_argument("--grid", type=parse_grid, default=(3, 3), metavar="NxM", help="FTP grid (default 3x3)")
     p.add_argument("--fused", type=int, default=None, metavar="L",
                    help="fuse the first L layers into tiles (default: the longest block with <= 25%% redundant work)")
@@ -156,7 +159,13 @@ def run(args: argparse.Namespace) -> int:
     from deepthings.detect.images import to_rgb_array
 
     console = Console(stderr=True)
-    net, names = load_model(args)
+    if args.gateway:
+        # The gateway serves its own model; decode with the cfg it ships (see _make_infer).
+        from deepthings.detect.labels import read_names
+
+        net, names = None, (read_names(args.names) if args.names else None)
+    else:
+        net, names = load_model(args)
     if args.thresh < 0 or args.thresh >= 1:
         raise DeepthingsError(f"--thresh must be in [0, 1), got {args.thresh}")
     results: list[ImageResult] = []
@@ -217,14 +226,19 @@ def _make_infer(args: argparse.Namespace, net: Any, names: list[str] | None, sta
 
     from deepthings.runtime.cluster import Cluster
 
-    fused = args.fused if args.fused is not None else default_fused_layers(net, args.grid)
     if args.gateway:
-        cluster = stack.enter_context(Cluster.connect(args.gateway, key=args.key, thresh=args.thresh, nms=args.nms,
-                                                      letterbox=args.letterbox))
+        from deepthings.cli.gateway import resolve_key
+
+        cluster = stack.enter_context(Cluster.connect(args.gateway, key=resolve_key(args), thresh=args.thresh,
+                                                      nms=args.nms, letterbox=args.letterbox))
+        net = cluster.net
+        if net is None or not getattr(net, "head_layers", None):
+            raise DeepthingsError(f"the model served by {args.gateway} has no region/yolo layer: nothing to detect")
         where = f"cluster at {args.gateway}"
     else:
         if args.local_cluster < 1:
             raise DeepthingsError(f"--local-cluster needs at least 1 edge, got {args.local_cluster}")
+        fused = args.fused if args.fused is not None else default_fused_layers(net, args.grid)
         with console.status(f"starting a local cluster: gateway + {args.local_cluster} edges"):
             cluster = stack.enter_context(
                 Cluster(net, edges=args.local_cluster, grid=args.grid, fused_layers=fused,
