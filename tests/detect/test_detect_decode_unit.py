@@ -152,3 +152,18 @@ def test_head_spec_from_layer_applies_mask_and_checks_channels():
         decode_head(spec, np.zeros((254, 10, 10), np.float32), (320, 320), 0.25)
     with pytest.raises(ShapeError, match="not a region/yolo"):
         HeadSpec.from_layer(SimpleNamespace(type="convolutional", index=3))
+
+
+@pytest.mark.parametrize("image_wh", [(768, 576), (300, 900), (320, 320), (1, 500), (641, 17)])
+def test_letterbox_geometry_matches_preprocess(image_wh):
+    """The decoder undoes exactly the letterbox that engine.preprocess made (grey 0.5 outside)."""
+    from deepthings.engine.preprocess import preprocess
+
+    w, h = image_wh
+    rgb = np.full((h, w, 3), 255, dtype=np.uint8)  # white image: 1.0 inside, 0.5 border
+    x = preprocess(rgb, (320, 256), letterbox=True)
+    new_w, new_h = letterbox_geometry((w, h), (320, 256))
+    dx, dy = (320 - new_w) // 2, (256 - new_h) // 2
+    inside = np.zeros((256, 320), dtype=bool)
+    inside[dy : dy + new_h, dx : dx + new_w] = True
+    assert np.all(x[:, inside] == 1.0) and np.all(x[:, ~inside] == 0.5)
