@@ -24,6 +24,7 @@ def test_path_pil_and_array_agree(dog_rgb):
     assert dog_rgb.shape == (576, 768, 3) and dog_rgb.dtype == np.uint8
     np.testing.assert_array_equal(to_rgb_array(Image.open(DOG)), dog_rgb)
     np.testing.assert_array_equal(to_rgb_array(dog_rgb), dog_rgb)
+    assert to_pil_rgb(DOG).mode == "RGB" and to_pil_rgb(DOG).size == (768, 576)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "CMYK", "P", "I;16", "1"])
