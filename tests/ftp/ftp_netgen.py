@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import strategies as st
 
 ACTIVATIONS = ("leaky", "linear", "relu")
+
+
+def _engines() -> list:
+    """reference always; native when it is built (tests then compare it tile vs whole map)."""
+    params = [pytest.param("reference", id="reference")]
+    try:
+        from deepthings.engine import get_engine
+
+        get_engine("native")
+        params.append(pytest.param("native", id="native"))
+    except Exception as exc:  # the native engine may not be built in a checkout
+        params.append(pytest.param("native", id="native", marks=pytest.mark.skip(reason=f"native engine: {exc}")))
+    return params
+
+
+ENGINES = _engines()
 
 
 def _conv(draw, cur):

@@ -13,7 +13,7 @@ from deepthings.darknet import network_from_cfg_text
 from deepthings.errors import PlanError, ShapeError
 from deepthings.ftp import FTP
 
-from ftp_netgen import random_cfg, scale_of
+from ftp_netgen import ENGINES, random_cfg, scale_of
 
 DAG_CFG = """[net]
 width=30
@@ -153,9 +153,10 @@ def test_partial_or_bad_neighbour_data(dag_net):
         rp.run_level0(1, x)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=30)
 @given(data=st.data(), net_text=random_cfg(max_layers=8))
-def test_random_stacks_with_reuse_and_random_arrivals(data, net_text):
+def test_random_stacks_with_reuse_and_random_arrivals(engine, data, net_text):
     """Stitched tiles with reuse == full forward, whatever neighbours each level-1 tile finds."""
     text, _ = net_text
     net = network_from_cfg_text(text, random_seed=data.draw(st.integers(0, 999)))
@@ -169,8 +170,8 @@ def test_random_stacks_with_reuse_and_random_arrivals(data, net_text):
     def pick(t, nbs):
         return data.draw(st.lists(st.sampled_from(nbs), unique=True) if nbs else st.just([]))
 
-    outs = _run_with_reuse(plan, x, "reference", pick)
-    want = net.forward(x, engine="reference", outputs=list(plan.exports))
+    outs = _run_with_reuse(plan, x, engine, pick)
+    want = net.forward(x, engine=engine, outputs=list(plan.exports))
     maps = plan.stitch_all(outs)
     for e in plan.exports:
         np.testing.assert_allclose(maps[e], want[e], rtol=0, atol=1e-5 * scale_of(want[e]), err_msg=f"layer {e}")
