@@ -210,3 +210,22 @@ def test_format_cost_report_from_a_cfg_path():
     assert "FTP 5x5, fused layers 0..15" in text
     assert "redundancy" in text and "average per-layer saving" in text
     assert len([line for line in text.splitlines() if "convolutional" in line]) == 12
+
+
+def test_plan_pickles_for_other_processes(small, x):
+    import pickle
+
+    plan = FTP(small, grid=(2, 2), fused_layers=3)
+    again = pickle.loads(pickle.dumps(plan))
+    np.testing.assert_array_equal(again.run_tile(1, x, "reference"), plan.run_tile(1, x, "reference"))
+    assert again.reuse.publish_regions(0) == plan.reuse.publish_regions(0)
+
+
+def test_level1_reads_less_input_with_neighbours(small):
+    plan = FTP(small, grid=(3, 3), fused_layers=3)
+    rp = plan.reuse
+    t = rp.level1[0]
+    alone = rp.input_region(t, ())
+    assert alone == plan.tiles[t].input_region
+    assert plan.tiles[t].input_region.contains(rp.input_region(t, rp.neighbours(t).values()))
+    assert rp.input_region(t, rp.neighbours(t).values()).area < alone.area

@@ -134,19 +134,22 @@ class CostReport:
             f"{self.input_shape[1]}x{self.input_shape[2]}",
             "",
             f"{'layer':>5} {'type':<14} {'output':>14} {'MFLOP':>9} {'weights MB':>10} "
-            f"{'full MB':>8} {'tile MB':>8} {'saved':>6} {'reuse MB':>8}",
+            f"{'full MB':>8} {'tile MB':>8} {'saved':>6} {'reuse MB':>8} {'device MB':>9}",
         ]
         for lc in self.layers:
             shape = "x".join(str(v) for v in lc.out_shape)
             lines.append(
                 f"{lc.index:>5} {lc.type:<14} {shape:>14} {lc.flops / 1e6:>9.1f} {lc.weight_bytes / MB:>10.2f} "
                 f"{lc.footprint_full / MB:>8.2f} {lc.footprint_tile / MB:>8.2f} {100 * lc.reduction:>5.1f}% "
-                f"{lc.footprint_tile_reuse / MB:>8.2f}"
+                f"{lc.footprint_tile_reuse / MB:>8.2f} {(lc.footprint_tile - lc.weight_bytes + self.weight_bytes) / MB:>9.2f}"
             )
         avg = sum(lc.reduction for lc in self.layers) / max(1, len(self.layers))
         ins = [t.input_bytes for t in self.tiles]
         outs = [t.output_bytes for t in self.tiles]
         lines += [
+            "",
+            "full/tile/reuse MB: input + output + the layer's weights, unpartitioned / worst tile / worst",
+            "tile with reuse; device MB: worst tile's input + output + the weights of all fused layers.",
             "",
             f"FLOPs unpartitioned      {self.flops_full / 1e9:10.3f} GFLOP",
             f"FLOPs all tiles          {self.flops_tiles / 1e9:10.3f} GFLOP  (redundancy {100 * self.redundancy:.1f}%)",

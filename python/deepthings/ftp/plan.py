@@ -170,6 +170,18 @@ class FTP:
         self.key = self._fingerprint()
         self._reuse: ReusePlan | None = None
 
+    # The C++ layer descriptions are not picklable: rebuild them after unpickling (the runtime
+    # may ship a plan to another process).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_descs"] = None
+        state["_reuse"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._descs = [layer_desc(layer, self._shapes) for layer in self.block]
+
     # ----- description ---------------------------------------------------------------------
     def _name_layer(self, msg: str) -> str:
         """Prefix a C++ 'layer i: ...' message with the layer's type and cfg location."""

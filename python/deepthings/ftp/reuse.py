@@ -26,6 +26,7 @@ API used by the runtime (gateway caches published data per frame and source tile
         # neighbours that have arrived (any subset, possibly empty, possibly partial per layer)
     rp.compute_regions(t, present) -> [Region per layer]  # what t computes itself
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
+    rp.input_region(t, present) -> Region                # part of the network input t reads
     rp.run(t, x, neighbour_data=None)                # dispatches on the level
 
 Published data is plain ``dict[int, dict[int, np.ndarray]]`` (msgpack-friendly with the arrays
@@ -138,6 +139,20 @@ class ReusePlan:
         ]
         self._steps[key] = steps
         return steps
+
+    def input_region(self, tile_id: int, present: Iterable[int] = ()) -> Region:
+        """The part of the network input a tile reads given the neighbours present (a level-1
+        tile with neighbours reads less than ``tiles[t].input_region``; it still accepts that)."""
+        tile = self.plan._tile(tile_id)
+        steps = self.steps(tile_id, present)
+        box = EMPTY
+        for step, layer in zip(steps, self.plan.block):
+            if step.active and not step.compute.empty and -1 in layer.inputs:
+                r = step.in_region
+                box = r if box.empty else Region(
+                    min(box.top, r.top), min(box.left, r.left), max(box.bottom, r.bottom), max(box.right, r.right)
+                )
+        return box if tile.level == 1 else tile.input_region
 
     def compute_regions(self, tile_id: int, present: Iterable[int] = ()) -> list[Region]:
         """Per layer, the region a tile computes itself given the neighbours whose data is present."""
