@@ -129,6 +129,9 @@ def default_fused_layers(net: Any, grid: tuple[int, int], max_redundancy: float 
     return best
 
 
+PIPELINE_WINDOW = 4  # frames in flight on a cluster
+
+
 @dataclass
 class ImageResult:
     """What happened to one input image."""
@@ -179,15 +182,18 @@ def run(args: argparse.Namespace) -> int:
                      TextColumn("{task.description}"), console=console, transient=False)
         )
         task = progress.add_task("", total=len(args.images))
-        for image_arg in args.images:
-            image = Path(image_arg)
-            progress.update(task, description=image.name)
-            res = ImageResult(str(image))
-            try:
-                rgb = to_rgb_array(image)
-                t0 = time.perf_counter()
-                res.detections = infer(rgb)
-                res.seconds = time.perf_counter() - t0
+        # A cluster gets several frames in flight (pipelining); one device takes them one by one.
+        batch = 1 if not (args.local_cluster or args.gateway) else PIPELINE_WINDOW
+        pending: list[tuple[ImageResult, Path, Any]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            all_detections = infer([rgb for _, _, rgb in pending])
+            per_image_s = (time.perf_counter() - t0) / len(pending)
+            for (res, image, rgb), detections in zip(pending, all_detections):
+                res.detections, res.seconds = detections, per_image_s
                 out.mkdir(parents=True, exist_ok=True)
                 target = _output_name(out, image, used)
                 if not args.no_images:
@@ -196,11 +202,23 @@ def run(args: argparse.Namespace) -> int:
                     js = target.with_suffix(".json")
                     js.write_text(to_json(res.detections, image=str(image)) + "\n")
                     res.written.append(js)
+                progress.advance(task)
+            pending.clear()
+
+        for image_arg in args.images:
+            image = Path(image_arg)
+            progress.update(task, description=image.name)
+            res = ImageResult(str(image))
+            results.append(res)
+            try:
+                pending.append((res, image, to_rgb_array(image)))
             except ImageError as exc:
                 res.error = str(exc)
                 console.print(f"[red]error:[/red] {exc}")
-            results.append(res)
-            progress.advance(task)
+                progress.advance(task)
+            if len(pending) >= batch:
+                flush()
+        flush()
     _summary(console, results, where, out)
     if args.json:
         print(json.dumps([{"image": r.image, "error": r.error,
@@ -213,14 +231,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make_infer(args: argparse.Namespace, net: Any, names: list[str] | None, stack: ExitStack,
-                console: Any) -> tuple[Callable[[Any], list], str]:
-    """A function image -> detections for the chosen place (this device or a cluster)."""
+                console: Any) -> tuple[Callable[[list[Any]], list[list]], str]:
+    """A function [HxWx3 uint8 image] -> [detections] for the chosen place (this device or a cluster)."""
     from deepthings.detect import detect
 
     if not args.local_cluster and not args.gateway:
-        def local(rgb: Any) -> list:
-            return detect(net, rgb, args.thresh, args.nms, engine=args.engine, letterbox=args.letterbox,
-                          names=names)
+        def local(rgbs: list[Any]) -> list[list]:
+            return [detect(net, rgb, args.thresh, args.nms, engine=args.engine, letterbox=args.letterbox,
+                           names=names) for rgb in rgbs]
 
         return local, "this device"
 
@@ -247,14 +265,12 @@ def _make_infer(args: argparse.Namespace, net: Any, names: list[str] | None, sta
             )
         where = (f"local cluster, {args.local_cluster} edges, {args.grid[0]}x{args.grid[1]} tiles "
                  f"over layers 0..{fused - 1}, {args.schedule}")
-    return (lambda rgb: cluster_detections(cluster, net, rgb, args.thresh, args.nms, args.letterbox, names)), where
+    def distributed(rgbs: list[Any]) -> list[list]:
+        results = cluster.infer_many(rgbs, window=PIPELINE_WINDOW)
+        return [result_detections(r, net, (rgb.shape[1], rgb.shape[0]), args.thresh, args.nms, args.letterbox, names)
+                for r, rgb in zip(results, rgbs)]
 
-
-def cluster_detections(cluster: Any, net: Any, rgb: Any, thresh: float, nms: float, letterbox: bool,
-                       names: list[str] | None) -> list:
-    """Detections of one image (HxWx3 uint8) run on ``cluster``."""
-    h, w = rgb.shape[:2]
-    return result_detections(cluster.infer(rgb), net, (w, h), thresh, nms, letterbox, names)
+    return distributed, where
 
 
 def result_detections(result: Any, net: Any, image_wh: tuple[int, int], thresh: float, nms: float,
@@ -290,7 +306,7 @@ def _summary(console: Any, results: list[ImageResult], where: str, out: Path) ->
     table.add_column("image")
     table.add_column("objects", justify="right")
     table.add_column("found")
-    table.add_column("time", justify="right")
+    table.add_column("time/image", justify="right")
     table.add_column("written")
     for r in results:
         if r.error:
