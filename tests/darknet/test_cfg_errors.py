@@ -203,3 +203,9 @@ def test_fuzz_mutated_real_cfgs(which: int, edits: list[tuple[int, int, str]]) -
 def test_fuzz_arbitrary_unicode(text: str) -> None:
     """Arbitrary text: only deepthings errors escape."""
     _try(text)
+
+
+@pytest.mark.parametrize("flag", ["binary", "xnor", "antialiasing", "flipped"])
+def test_math_changing_conv_flags_are_refused(tmp_path: Path, flag: str) -> None:
+    text = NET + CONV.replace("size=3", f"size=3\n{flag}=1")
+    _expect(tmp_path, text, f"{flag}=1", f"{flag}=1 is not supported", "layer 0")

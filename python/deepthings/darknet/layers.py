@@ -232,6 +232,10 @@ class Convolutional(Layer):
         self.groups = s.get_int("groups", 1, min_value=1)
         if s.get_int("dilation", 1) != 1:
             raise s.error("dilation != 1 is not supported", "dilation")
+        # Options that change the math: refuse rather than compute something else.
+        for key in ("binary", "xnor", "antialiasing", "deform", "flipped"):
+            if s.get_int(key, 0):
+                raise s.error(f"{key}=1 is not supported", key)
         self.batch_normalize = bool(s.get_int("batch_normalize", 0))
         padding = s.get_int("padding", 0, min_value=0)
         if s.get_int("pad", 0):
@@ -641,6 +645,8 @@ class Yolo(Layer):
                 "anchors",
             )
         self.scale_x_y = s.get_float("scale_x_y", 1.0)
+        # The forward output already has scale_x_y applied (the decoder reads this flag).
+        self.scale_x_y_applied = True
         self.new_coords = bool(s.get_int("new_coords", 0))
         self.thresh = s.get_float("ignore_thresh", 0.5)
         _check_head_channels(self, s, 4 + 1 + self.classes, self.num)
