@@ -68,7 +68,7 @@ class Settings:
     seed: int = 1
     modnn: bool = True
     ftp: bool = True
-    timeout_s: float = 300.0
+    timeout_s: float = 240.0  # per run; a hung run is recorded as failed, the suite goes on
 
     @property
     def max_devices(self) -> int:
@@ -169,6 +169,7 @@ def run_modnn(settings: Settings, cfg: Path, weights: Path, k: int, frames: int 
             tb.spawn(i, [py, "-m", "deepthings.baselines.modnn_net", "worker", "--gateway", addr],
                      env=env, stdout=subprocess.DEVNULL)
         before = tb.link_bytes()
+        usage_before = tb.usage()
         t0 = time.monotonic()
         r = tb.run("gw", [py, "-m", "deepthings.baselines.modnn_net", "gateway", "--bind", addr,
                           "--workers", str(k), "--cfg", str(cfg), "--weights", str(weights),
@@ -180,6 +181,7 @@ def run_modnn(settings: Settings, cfg: Path, weights: Path, k: int, frames: int 
         res = _json_line(r.stdout, "MoDNN gateway")
         link = _delta(tb.link_bytes(), before)
         usage = tb.usage()
+    cpu = {n: usage[n]["cpu_s"] - usage_before[n]["cpu_s"] for n in usage}
     traces = res["traces"][1:]  # frame 0 is the warm-up
     lat = [t["latency_s"] for t in traces]
     compute = [max(d["compute_s"] for d in t["devices"]) for t in traces]
@@ -190,6 +192,8 @@ def run_modnn(settings: Settings, cfg: Path, weights: Path, k: int, frames: int 
             "app_bytes_per_frame": statistics.mean(t["bytes_sent"] + t["bytes_received"] for t in traces),
             "compute_s": statistics.median(compute), "wait_s": statistics.median(wait),
             "gateway_s": statistics.median(t["gateway_s"] for t in traces),
+            # Includes model loading and the warm-up frame: an upper bound per frame.
+            "cpu_s_per_frame": sum(cpu.values()) / (frames + 1), "gateway_cpu_s_per_frame": cpu["gw"] / (frames + 1),
             "mem_peak_per_device": [usage[d]["memory_peak_bytes"] for d in tb.devices],
             "wall_s": wall}
 
@@ -297,6 +301,7 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
+    load_start = os.getloadavg()
     rows: list[dict] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="dt-paper-") as tmp:
@@ -337,7 +342,7 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
             n = max(settings.sources) * settings.frames_per_source
             attempt(f"throughput MoDNN k={kmax}", _modnn_throughput, settings, cfg, weights, kmax, n)
         model = _cost_model(cfg, settings)
-    meta = {"settings": asdict(settings), "errors": errors, "suite_s": time.monotonic() - t_start,
+    meta = {"settings": asdict(settings), "errors": errors, "loadavg_at_start": load_start, "suite_s": time.monotonic() - t_start,
             "idle_rss_bytes": idle_rss(settings), "cost_model": model, "paper": PAPER,
             "machine": _machine()}
     write_outputs(rows, meta, out)
@@ -493,7 +498,9 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}. "
         f"{s['frames']} timed frames per point after a warm-up frame; median latency. "
         f"Machine: {meta['machine']['cpus']} CPUs, kernel {meta['machine']['kernel']}; "
-        f"suite took {meta['suite_s']:.0f} s.",
+        f"suite took {meta['suite_s']:.0f} s; load average {meta.get('loadavg_at_start', [0])[0]:.1f} at the start, "
+        f"{meta['machine']['loadavg_at_end'][0]:.1f} at the end (CPU quotas are upper bounds: other load on the "
+        "machine slows the emulated devices further).",
         "",
     ]
     single = _find(rows, system="single")
@@ -641,6 +648,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.quick:
         s.size, s.devices, s.grids, s.sources = 224, [1, 2], [(3, 3)], [1, 2]
         s.frames, s.frames_per_source = 2, 2
+        s.timeout_s = 90.0
         s.out = "benchmarks/results/paper-quick"
     if args.size:
         s.size = args.size

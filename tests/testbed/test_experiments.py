@@ -1,0 +1,127 @@
+"""The paper-experiments driver: cfg cutting, the report/CSV/plots from rows, MoDNN across
+namespaces, and the --quick suite end to end (root)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepthings.darknet import network_from_cfg_text
+from deepthings.testbed import experiments as ex
+
+from testbed_helpers import needs_root
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(__import__("os").environ.get("DEEPTHINGS_SHARED", REPO.parent / "shared"))
+YOLOV2 = SHARED / "models" / "darknet" / "yolov2.cfg"
+
+
+def test_truncated_cfg():
+    text = ex.truncated_cfg(str(YOLOV2), 16, 96)
+    net = network_from_cfg_text(text, random_seed=None, name="cut.cfg")
+    assert len(net.layers) == 16 and net.input_shape == (3, 96, 96)
+    assert net.layers[-1].out_shape == (256, 6, 6)
+    assert net.head_layers == []
+    with pytest.raises(Exception, match="only"):
+        ex.truncated_cfg(str(YOLOV2), 500, 96)
+
+
+def _rows() -> list[dict]:
+    # Invented inputs for the formatter: the numbers only need to be distinct and consistent.
+    rows = [{"system": "single", "schedule": "", "grid": "", "devices": 1, "sources": 1, "latency_s": 2.0,
+             "latency_max_s": 2.1, "frames": 2, "fps": 0.5, "bytes_per_frame": 0, "gflop": 26.0,
+             "cgroup_mem_peak_bytes": 200e6}]
+    for k in (1, 2):
+        rows.append({"system": "modnn", "schedule": "bodp", "grid": "1d", "devices": k, "sources": 1,
+                     "latency_s": 2.0 / (0.9 * k), "latency_max_s": 2.5, "frames": 2, "fps": 0.45 * k,
+                     "bytes_per_frame": 1e6 * k, "compute_s": 1.0, "wait_s": 0.3, "gateway_s": 0.01,
+                     "mem_peak_per_device": [150e6] * k})
+        for sch, f in (("wst", 1.2), ("wst-s", 1.6), ("wsh", 1.1)):
+            rows.append({"system": "ftp", "schedule": sch, "grid": "3x3", "devices": k, "sources": 1,
+                         "latency_s": 2.0 / (f * k), "latency_max_s": 2.0, "frames": 2, "fps": f * k / 2,
+                         "bytes_per_frame": 3e6 if sch == "wsh" else 1.5e6, "compute_s": 0.8, "gateway_s": 0.02,
+                         "stolen_fraction": 0.5, "cpu_s_per_frame": 1.0, "gateway_cpu_s_per_frame": 0.1,
+                         "mem_peak_per_device": [120e6] * k})
+    for s in (1, 2):
+        rows.append({"system": "ftp-throughput", "schedule": "wst-s", "grid": "3x3", "devices": 2, "sources": s,
+                     "latency_s": 1.0 * s, "latency_max_s": 1.2 * s, "frames": 2 * s, "fps": 1.5,
+                     "bytes_per_frame": 1e6})
+    rows.append({"system": "modnn-throughput", "schedule": "bodp", "grid": "1d", "devices": 2, "sources": 2,
+                 "latency_s": 1.1, "latency_max_s": 1.2, "frames": 4, "fps": 0.9, "bytes_per_frame": 2e6})
+    return rows
+
+
+def test_outputs_from_rows(tmp_path):
+    settings = ex.Settings(cfg=str(YOLOV2), devices=[1, 2], grids=[(3, 3)], sources=[1, 2], out=str(tmp_path))
+    meta = {"settings": ex.asdict(settings), "errors": ["FTP wsh 3x3 k=1: boom"], "suite_s": 12.0,
+            "loadavg_at_start": [1.0, 1.0, 1.0], "idle_rss_bytes": 90e6, "paper": ex.PAPER,
+            "machine": {"cpus": 2, "kernel": "x", "python": "3.11", "loadavg_at_end": [1.0, 1.0, 1.0]},
+            "cost_model": {"3x3": {"device_bytes": 30e6, "redundancy": 0.5, "redundancy_reuse": 0.07,
+                                   "weight_bytes": 14e6, "peak_footprint_full": 40e6,
+                                   "peak_footprint_tile": 10e6, "peak_footprint_tile_reuse": 9e6}}}
+    rows = _rows()
+    ex.write_outputs(rows, meta, tmp_path)
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    wsts2 = next(r for r in table if r["system"] == "ftp" and r["schedule"] == "wst-s" and r["devices"] == "2")
+    assert float(wsts2["speedup"]) == pytest.approx(3.2)  # 2.0 s single / (2.0 / 3.2) s
+    report = (tmp_path / "report.md").read_text()
+    assert "| speedup FTP-WST-S | 3.5x (6 devices) | 3.20x |" in report
+    assert "| speedup MoDNN | 2.1x | 1.80x |" in report
+    assert "NOT met (3.20x vs MoDNN 1.80x)" in report  # 3.2 < 4.0
+    assert "| communication WST-S / WSH | 0.50 | 0.50 |" in report
+    assert "latency cut by data reuse (WST-S vs WST) | 27% | 25% |" in report
+    assert "FTP wsh 3x3 k=1: boom" in report
+    for png in ("speedup_comm.png", "throughput.png", "memory.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "runs.json").read_text())["meta"]["suite_s"] == 12.0
+
+
+@needs_root
+def test_modnn_across_namespaces(tmp_path):
+    """MoDNN gateway and workers in separate emulated devices give the single-device output."""
+    from deepthings.testbed import Testbed, device_specs
+
+    cfg = tmp_path / "y96.cfg"
+    cfg.write_text(ex.truncated_cfg(str(YOLOV2), 16, 96))
+    with Testbed(device_specs(2, cpu="0.5", rate="200mbit", device_cpu="0.5,0.3")) as tb:
+        addr = f"{tb.address('gw')}:5601"
+        mod = [sys.executable, "-m", "deepthings.baselines.modnn_net"]
+        for i, speed in enumerate(("5", "3")):
+            tb.spawn(i, mod + ["worker", "--gateway", addr, "--speed", speed], env=ex._env())
+        r = tb.run("gw", mod + ["gateway", "--bind", addr, "--workers", "2", "--cfg", str(cfg), "--fused", "16",
+                                "--frames", "1", "--engine", "reference", "--check"],
+                   capture_output=True, text=True, env=ex._env(), timeout=240)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        assert res["max_abs_err"] <= 1e-5 * res["max_abs_ref"]
+        assert tb.link_bytes()["gw"]["down"] >= res["traces"][0]["bytes_received"]
+
+
+@needs_root
+@pytest.mark.slow
+def test_quick_suite(tmp_path):
+    from deepthings.testbed import leftovers
+
+    before = set(leftovers(all_runs=True).prefixes)
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paper_experiments.py"), "--quick",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    systems = {(r["system"], r["schedule"], r["devices"]) for r in table}
+    assert ("single", "", "1") in systems and ("modnn", "bodp", "2") in systems
+    assert any(s[0] == "ftp" and s[2] == "2" for s in systems)
+    single = next(r for r in table if r["system"] == "single")
+    assert float(single["latency_s"]) > 0 and float(single["speedup"]) == pytest.approx(1.0)
+    assert all(float(r["bytes_per_frame"]) > 0 for r in table if r["system"] != "single")
+    report = (tmp_path / "report.md").read_text()
+    assert "Paper vs this run" in report and (tmp_path / "speedup_comm.png").exists()
+    assert set(leftovers(all_runs=True).prefixes) <= before  # every testbed of the suite is gone
