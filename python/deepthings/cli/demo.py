@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     console.print(f"cluster  gateway + {args.edges} edges on 127.0.0.1, {n}x{m} tiles over layers "
                   f"0..{args.fused - 1}, schedule {args.schedule} (started in {startup_s:.1f} s)")
+    _print_plan(console, net, (n, m), args.fused)
     console.print()
     _print_detections(console, dist)
     same = _same_detections(single, dist)
@@ -121,6 +122,17 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"detections and the cluster trace: {(args.out / 'detections.json').resolve()}, "
                   f"{(args.out / 'trace.json').resolve()}")
     return 0 if same else 1
+
+
+def _print_plan(console: Any, net: Any, grid: tuple[int, int], fused: int) -> None:
+    """What FTP costs for this block: share of the network, redundant halo work, data moved."""
+    from deepthings.ftp import FTP
+
+    cost = FTP(net, grid=grid, fused_layers=fused).cost()
+    share = cost.flops_full / max(net.flops(), 1)
+    extra = cost.flops_tiles / max(cost.flops_full, 1) - 1
+    console.print(f"FTP      the fused block is {share:.0%} of the network's FLOPs; tiles redo {extra:.0%} "
+                  f"of it at their borders; the rest runs on the gateway")
 
 
 def _timed(fn: Any, frames: int) -> tuple[float, Any]:
