@@ -229,3 +229,9 @@ def test_level1_reads_less_input_with_neighbours(small):
     assert alone == plan.tiles[t].input_region
     assert plan.tiles[t].input_region.contains(rp.input_region(t, rp.neighbours(t).values()))
     assert rp.input_region(t, rp.neighbours(t).values()).area < alone.area
+
+
+def test_grid_as_text(small):
+    assert FTP(small, grid="2x3", fused_layers=3).grid == (2, 3)
+    with pytest.raises(PlanError, match="grid must be a pair"):
+        FTP(small, grid="2by3", fused_layers=3)

@@ -75,6 +75,8 @@ class FTP:
         layers = list(network.layers)
         if fused_layers is None:
             fused_layers = len(layers)
+        if isinstance(grid, str):  # "5x5", as the CLI spells it
+            grid = tuple(grid.lower().split("x"))  # type: ignore[assignment]
         try:
             n, m = (int(v) for v in grid)
         except (TypeError, ValueError):
