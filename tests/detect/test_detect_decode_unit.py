@@ -167,3 +167,47 @@ def test_letterbox_geometry_matches_preprocess(image_wh):
     inside = np.zeros((256, 320), dtype=bool)
     inside[dy : dy + new_h, dx : dx + new_w] = True
     assert np.all(x[:, inside] == 1.0) and np.all(x[:, ~inside] == 0.5)
+
+
+@settings(max_examples=40)
+@given(
+    n_anchors=st.integers(1, 3),
+    classes=st.integers(1, 5),
+    size=st.integers(2, 8),
+    thresh=st.sampled_from([0.1, 0.25, 0.5]),
+    nms_t=st.sampled_from([0.3, 0.45, 0.7]),
+    image_wh=st.tuples(st.integers(1, 1500), st.integers(1, 1500)),
+    letterbox=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_decoded_detections_invariants(n_anchors, classes, size, thresh, nms_t, image_wh, letterbox, seed):
+    """Every detection is above thresh, inside the image, and no two of one class overlap > nms."""
+    from deepthings.detect.nms import iou_matrix
+
+    rng = np.random.default_rng(seed)
+    spec = HeadSpec("yolo", rng.uniform(5, 200, size=(n_anchors, 2)), classes, index=0)
+    out = _yolo_activated(rng, n_anchors, classes, size, size)
+    dets = decode_raw({0: spec}, {0: out}, (256, 256), image_wh, thresh=thresh, nms=nms_t, letterbox=letterbox,
+                      names=[f"c{i}" for i in range(classes)])
+    w, h = image_wh
+    scores = [d.score for d in dets]
+    assert scores == sorted(scores, reverse=True)
+    for d in dets:
+        assert thresh < d.score <= 1.0 and d.label == f"c{d.class_id}"
+        assert 0 <= d.x1 <= d.x2 <= w and 0 <= d.y1 <= d.y2 <= h
+    # NMS decisions are made on unclipped boxes; redo them from the raw candidates to check.
+    raw = decode_head(spec, out, (256, 256), thresh)
+    assert len(dets) <= int((raw.probs > 0).sum())
+    for c in range(classes):
+        kept = [d for d in dets if d.class_id == c]
+        cand = raw.probs[:, c] > 0
+        assert len(kept) <= int(cand.sum())
+        if len(kept) > 1:
+            from deepthings.detect.decode import correct_boxes, to_corners
+
+            boxes = to_corners(correct_boxes(raw.boxes[cand], image_wh, (256, 256), letterbox), image_wh, clip=False)
+            probs = raw.probs[cand, c]
+            kept_idx = [int(np.flatnonzero(np.isclose(probs, d.score, rtol=0, atol=1e-12))[0]) for d in kept]
+            iou = iou_matrix(boxes[kept_idx], boxes[kept_idx])
+            np.fill_diagonal(iou, 0)
+            assert iou.max() <= nms_t + 1e-12
