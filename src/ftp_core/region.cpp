@@ -249,6 +249,8 @@ ReducedTrace reduced_trace(const std::vector<LayerDesc>& block, const std::vecto
       }
     }
   }
+  if (!t.input_region.empty() && (t.input_region.bottom > net_in_h || t.input_region.right > net_in_w))
+    throw RegionError("input region outside the network input");
   return t;
 }
 
