@@ -24,11 +24,27 @@ YF_CFG = YOLO_FASTEST / "yolo-fastest-1.1.cfg"
 YF_W = YOLO_FASTEST / "yolo-fastest-1.1.weights"
 
 
-def test_real_weights_round_trip_bit_exact() -> None:
-    """serialize_weights of a loaded net reproduces the .weights file byte for byte."""
+def test_serialize_round_trip_is_parameter_exact() -> None:
+    """serialize_weights -> load gives bit-identical folded parameters (BN nets included)."""
     net = load_darknet(YF_CFG, YF_W)
-    assert serialize_weights(net) == YF_W.read_bytes()
-    assert expected_bytes(net.layers, net.weights_header) == YF_W.stat().st_size
+    data = serialize_weights(net)
+    assert len(data) == YF_W.stat().st_size == expected_bytes(net.layers, net.weights_header)
+    again = load_darknet(YF_CFG, data)
+    for a, b in zip(net.layers, again.layers):
+        if a.has_weights:
+            assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias), a
+    assert serialize_weights(again) == data
+
+
+def test_serialize_without_batchnorm_is_byte_exact(tmp_path: Path) -> None:
+    """A file without batch-norm layers comes back byte for byte."""
+    text = "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=4\nsize=3\npad=1\n" \
+           "[maxpool]\nsize=2\nstride=2\n[connected]\noutput=5\n"
+    cfg = tmp_path / "nobn.cfg"
+    cfg.write_text(text)
+    path = tmp_path / "nobn.weights"
+    write_random_weights(cfg, path, seed=4)
+    assert serialize_weights(load_darknet(cfg, path)) == path.read_bytes()
 
 
 @pytest.mark.parametrize("major,minor,seen_size", [(0, 1, 4), (0, 2, 8), (1, 0, 8), (0, 0, 4)])

@@ -17,6 +17,7 @@ from deepthings.darknet.weights import (
     WeightsHeader,
     expected_bytes,
     load_weights,
+    random_weights_bytes,
     randomize_layers,
     serialize_layers,
 )
@@ -130,8 +131,7 @@ def write_random_weights(cfg: PathLike, path: PathLike, seed: int = 0) -> int:
     """Write a deterministic random .weights file for ``cfg``; returns its size in bytes."""
     text = _read_text(cfg)
     layers, _shape, _meta = build_layers(parse_cfg(text, str(cfg)))
-    randomize_layers(layers, seed)
-    data = serialize_layers(layers)
+    data = random_weights_bytes(layers, seed)
     Path(path).write_bytes(data)
     return len(data)
 
@@ -139,7 +139,8 @@ def write_random_weights(cfg: PathLike, path: PathLike, seed: int = 0) -> int:
 def serialize_weights(net: "Network", upto: int | None = None) -> bytes:
     """The bytes of a .weights file with net's parameters for layers < upto (all if None).
 
-    Loading them with the same cfg gives bit-identical parameters.
+    Loading them with the same cfg gives bit-identical (folded) parameters; batch-norm layers
+    are stored folded with a neutral batch-norm, so the bytes differ from the original file.
     """
     header = net.weights_header or WeightsHeader(0, 2, 0, 0)
     return serialize_layers(net.layers, upto, header)

@@ -46,6 +46,10 @@ ACTIVATIONS = frozenset(
 
 # Darknet's batch-norm epsilon (normalize_cpu: (x - mean) / (sqrt(var) + .000001f)).
 BN_EPS = 0.000001
+# float32 variance v with float32(1 / (sqrt(v) + BN_EPS)) == 1.0 exactly: a batch-norm that
+# folds to the identity, for writing already-folded parameters back into a .weights file.
+_NEUTRAL_VAR = np.float32((1.0 - BN_EPS) ** 2)
+assert np.float32(1.0 / (np.sqrt(np.float64(_NEUTRAL_VAR)) + BN_EPS)) == np.float32(1.0)
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Layer:
         self.activation = "linear"
         self.inputs: tuple[int, ...] = (index - 1,)
         self.spatial: SpatialSpec = POINTWISE
-        self.raw_params: dict[str, np.ndarray] | None = None
+        self._loaded = False  # parameters set (by a weights file or randomly)
         self._configure(section)
         self.in_shapes: tuple[Shape, ...] = tuple(self._shape_of(j) for j in self.inputs)
         self.out_shape: Shape = self._out_shape()
@@ -156,20 +160,43 @@ class Layer:
 
     @property
     def weights_loaded(self) -> bool:
-        return self.raw_params is not None or not self.has_weights
+        return self._loaded or not self.has_weights
 
     def set_params(self, raw: dict[str, np.ndarray]) -> None:
-        """Take the raw (file-order, unfolded) arrays; keep them and fold batch-norm."""
+        """Take the raw (file-order, unfolded) arrays and fold batch-norm into them.
+
+        Only the folded parameters are kept (one copy of the weights in memory);
+        ``file_params()`` turns them back into an equivalent file layout.
+        """
         for name, shape in self.param_layout():
             arr = raw.get(name)
             if arr is None or tuple(arr.shape) != shape:
                 got = None if arr is None else tuple(arr.shape)
                 raise WeightsError(f"layer {self.index} [{self.type}]: {name} {got}, expected {shape}")
-        self.raw_params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in raw.items()}
-        self._fold()
+        self._fold({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in raw.items()})
+        self._loaded = True
 
-    def _fold(self) -> None:
-        """Derive the runtime parameters from raw_params."""
+    def _fold(self, raw: dict[str, np.ndarray]) -> None:
+        """Derive the runtime parameters from the raw file arrays."""
+
+    def file_params(self) -> dict[str, np.ndarray]:
+        """Arrays in ``param_layout()`` order that load back to bit-identical parameters.
+
+        Layers without batch-norm give their own arrays (the file round-trips byte for
+        byte); folded layers give the folded weights with a neutral batch-norm (scale 1,
+        mean 0, variance _NEUTRAL_VAR whose folding factor rounds to exactly 1.0f).
+        """
+        self.require_weights()
+        weight, bias = getattr(self, "weight"), getattr(self, "bias")
+        out = {"biases": bias, "weights": weight}
+        if getattr(self, "batch_normalize", False):
+            n = bias.shape[0]
+            out.update(
+                scales=np.ones(n, np.float32),
+                rolling_mean=np.zeros(n, np.float32),
+                rolling_variance=np.full(n, _NEUTRAL_VAR, np.float32),
+            )
+        return {name: out[name] for name, _ in self.param_layout()}
 
     def require_weights(self) -> None:
         if not self.weights_loaded:
@@ -270,9 +297,7 @@ class Convolutional(Layer):
         out.append(("weights", (n, self.in_channels // self.groups, self.size, self.size)))
         return out
 
-    def _fold(self) -> None:
-        raw = self.raw_params
-        assert raw is not None
+    def _fold(self, raw: dict[str, np.ndarray]) -> None:
         self.weight, self.bias = _folded(raw, self.batch_normalize, 4)
 
     def flops(self) -> int:
@@ -372,9 +397,7 @@ class Connected(Layer):
             out += [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
         return out
 
-    def _fold(self) -> None:
-        raw = self.raw_params
-        assert raw is not None
+    def _fold(self, raw: dict[str, np.ndarray]) -> None:
         self.weight, self.bias = _folded(raw, self.batch_normalize, 2)
 
     def flops(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -117,18 +117,23 @@ def load_weights(
 def serialize_layers(
     layers: Sequence[Layer], upto: int | None = None, header: WeightsHeader = DEFAULT_HEADER
 ) -> bytes:
-    """A .weights file holding the raw parameters of layers [0, upto) (exact round trip)."""
+    """A .weights file for layers [0, upto) that loads back to bit-identical parameters.
+
+    Batch-norm layers are written already folded, with a neutral batch-norm (see
+    ``Layer.file_params``); a file without batch-norm layers round-trips byte for byte.
+    """
     stop = len(layers) if upto is None else upto
     parts = [header.pack()]
     for layer in layers[:stop]:
         if not layer.has_weights:
             continue
-        if layer.raw_params is None:
+        if not layer.weights_loaded:
             raise WeightsError(
                 f"layer {layer.index} [{layer.type}] has no weights to serialise (loaded with upto=?)"
             )
+        params = layer.file_params()
         for name, _shape in layer.param_layout():
-            parts.append(np.ascontiguousarray(layer.raw_params[name], dtype="<f4").tobytes())
+            parts.append(np.ascontiguousarray(params[name], dtype="<f4").tobytes())
     return b"".join(parts)
 
 
@@ -187,6 +192,29 @@ def _out_m2(layer: Layer, in_m2: list[float]) -> float:
     return in_m2[0]
 
 
+def _random_raws(
+    layers: Sequence[Layer], seed: int, upto: int | None, input_m2: float
+) -> Iterator[tuple[Layer, dict[str, np.ndarray]]]:
+    """(layer, raw params) for the weighted layers < upto, deterministic in (seed, index)."""
+    stop = len(layers) if upto is None else upto
+    m2: dict[int, float] = {-1: input_m2}
+    for layer in layers:
+        ins = [m2[j] for j in layer.inputs]
+        if layer.has_weights and layer.index < stop:
+            if layer.param_count() > _MAX_RANDOM_PARAMS:
+                raise WeightsError(
+                    f"layer {layer.index} [{layer.type}] ({layer.cfg_path}:{layer.line}) would "
+                    f"need {layer.param_count()} random parameters; refusing (> {_MAX_RANDOM_PARAMS})"
+                )
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, layer.index])
+            yield layer, random_raw_params(layer, rng, ins[0])
+        m2[layer.index] = _out_m2(layer, ins)
+
+
+# A cfg mistake (filters=99999999) should be an error, not an attempt to allocate terabytes.
+_MAX_RANDOM_PARAMS = 1 << 30
+
+
 def randomize_layers(layers: Sequence[Layer], seed: int = 0, upto: int | None = None,
                      input_m2: float = 1.0 / 3.0) -> None:
     """Give layers [0, upto) deterministic random weights (same seed -> same weights).
@@ -195,11 +223,16 @@ def randomize_layers(layers: Sequence[Layer], seed: int = 0, upto: int | None = 
     layers before it, so ``upto`` does not change the weights of the layers it keeps.
     ``input_m2`` is E[x^2] of the network input (1/3 for pixels uniform in [0, 1]).
     """
-    stop = len(layers) if upto is None else upto
-    m2: dict[int, float] = {-1: input_m2}
-    for layer in layers:
-        ins = [m2[j] for j in layer.inputs]
-        if layer.has_weights and layer.index < stop:
-            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, layer.index])
-            layer.set_params(random_raw_params(layer, rng, ins[0]))
-        m2[layer.index] = _out_m2(layer, ins)
+    for layer, raw in _random_raws(layers, seed, upto, input_m2):
+        layer.set_params(raw)
+
+
+def random_weights_bytes(layers: Sequence[Layer], seed: int = 0,
+                         header: WeightsHeader = DEFAULT_HEADER) -> bytes:
+    """A .weights file of the same random parameters ``randomize_layers`` gives, written raw
+    (random batch-norm statistics included), so other tools (OpenCV) see a normal file."""
+    parts = [header.pack()]
+    for layer, raw in _random_raws(layers, seed, None, 1.0 / 3.0):
+        for name, _shape in layer.param_layout():
+            parts.append(np.ascontiguousarray(raw[name], dtype="<f4").tobytes())
+    return b"".join(parts)
