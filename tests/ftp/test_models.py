@@ -124,3 +124,24 @@ def test_yolo_fastest_exports_layers_read_after_the_cut(yolo_fastest):
     """Cutting inside a residual block or before the route to layer 80 exports those layers."""
     assert FTP(yolo_fastest, grid=(2, 2), fused_layers=20).exports == (19, 16)
     assert 80 in FTP(yolo_fastest, grid=(2, 2), fused_layers=90).exports
+
+
+def test_yolo_fastest_with_reuse_across_shortcuts(yolo_fastest):
+    """WST-S on a DAG block with exports (real weights): heads equal, less work than no reuse."""
+    net = yolo_fastest
+    plan = FTP(net, grid=(3, 3), fused_layers=47)
+    rp = plan.reuse
+    x = deepthings.preprocess(IMAGES / "eagle.jpg", (320, 320))
+    want = net.forward(x, outputs=net.head_layers)
+    outs, pub = {}, {}
+    for t in rp.level0:
+        outs[t], pub[t] = rp.run_level0(t, x)
+    for k, t in enumerate(rp.level1):
+        data = rp.data_for(t, pub)
+        keep = sorted(data)[: len(data) - (k % 2)]  # every other tile misses one neighbour
+        outs[t] = rp.run_level1(t, x, {s: data[s] for s in keep})
+    got = plan.finish(outs, outputs=net.head_layers)
+    for h in net.head_layers:
+        np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-5 * scale_of(want[h]))
+    cost = plan.cost()
+    assert cost.flops_tiles_reuse < cost.flops_tiles
