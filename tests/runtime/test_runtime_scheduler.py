@@ -48,12 +48,18 @@ def test_local_queue_levels_first_and_steal_ends():
     q.push_frame([_task(1, t, t % 2) for t in range(5)])
     assert [t.tile for t in q] == [0, 2, 4, 1, 3]
     assert q.peek_steal()[1] == 0 and q.pop_steal().tile == 0
+    assert [p for _, p in q.steal_order()] == [0, 1, 2, 3] and q.pop_at(2).tile == 1
+    q.push(_task(1, 1, 1))  # queue: 2 4 3 1
     q.steal_from_front = False
     task, pos = q.peek_steal()
-    assert (task.tile, pos) == (3, 3)
-    assert q.pop_steal().tile == 3 and q.pop_own().tile == 2
+    assert (task.tile, pos) == (1, 3) and [p for _, p in q.steal_order()] == [3, 2, 1, 0]
+    assert q.pop_steal().tile == 1 and q.pop_own().tile == 2
     q.push_frame([_task(2, 0)])
-    assert q.frames() == [1, 2] and q.drop_frame(1) == 2 and q.frames() == [2]
+    assert q.frames() == [1, 2]
+    assert [(t.frame, p) for t, p in q.steal_order()] == [(1, 1), (1, 0), (2, 2)]  # oldest frame first
+    q.steal_from_front = True
+    assert [(t.frame, p) for t, p in q.steal_order()] == [(1, 0), (1, 1), (2, 2)]
+    assert q.drop_frame(1) == 2 and q.frames() == [2]
 
 
 def test_frame_book_dedupes_and_reports_late_results():

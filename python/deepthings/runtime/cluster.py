@@ -147,6 +147,8 @@ class _Client:
                 return msg
             if msg is not None:
                 self._handle(msg)
+                if msg.type == "ERROR" and msg["message"].startswith("unknown peer"):
+                    self._send(make("STATUS_REQ"))
         raise ClusterError(f"gateway {self.address} did not answer STATUS_REQ")
 
     def submit(self, x: np.ndarray) -> int:

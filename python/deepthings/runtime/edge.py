@@ -344,6 +344,7 @@ class Edge:
             for t in range(self.workload.n_tiles)
         ]
         self.queue.push_frame(tasks)
+        self.asking = None  # the gateway drops a WORK_REQ of an edge that reports pending work
         self._report_queue()
 
     def _on_accept(self, msg: Message) -> None:
@@ -427,26 +428,27 @@ class Edge:
         """Step 1 of a steal at the victim: give the next stealable task if the move pays,
         then confirm to the gateway (MOVED) so it knows the thief holds it now."""
         thief = msg["thief"]
-        cand = self.queue.peek_steal() if self.ready else None
-        if cand is None or thief == self.peer_id:
+        order = self.queue.steal_order() if self.ready else []
+        if not order or thief == self.peer_id:
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
-        task, position = cand
-        wait_s = None
-        if self._avg_compute_s is not None:
-            running_left = 0.0
-            if self.current is not None:
-                running_left = max(0.0, self._avg_compute_s - (time.monotonic() - self.current_started))
-            wait_s = running_left + position * self._avg_compute_s
-        transfer_s = (task.crop.nbytes + sum(a.nbytes for a in task.extra)) / self.link_bytes_per_s
-        if not steal_pays(wait_s, transfer_s):
+        running_left = 0.0
+        if self._avg_compute_s is not None and self.current is not None:
+            running_left = max(0.0, self._avg_compute_s - (time.monotonic() - self.current_started))
+        chosen = None
+        for task, position in order:
+            # when would this edge itself start the task, and how long would moving it take?
+            wait_s = None if self._avg_compute_s is None else running_left + position * self._avg_compute_s
+            transfer_s = (task.crop.nbytes + sum(a.nbytes for a in task.extra)) / self.link_bytes_per_s
+            if steal_pays(wait_s, transfer_s):
+                chosen = position
+                break
+        if chosen is None:
             self.stats["refused"] += 1
-            steal_log.info("edge %s keeps frame %d tile %d: transfer %.1f ms >= wait %.1f ms", self.peer_id,
-                           task.frame, task.tile, transfer_s * 1e3, (wait_s or 0) * 1e3)
+            steal_log.info("edge %s keeps its %d task(s): moving any costs more than waiting for it", self.peer_id, len(order))
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
-        task = self.queue.pop_steal()
-        assert task is not None
+        task = self.queue.pop_at(chosen)
         meta = {k: v for k, v in task.meta.items() if k in ("origin", "reuse")}
         meta["victim"] = self.peer_id
         transport.send(

@@ -38,6 +38,8 @@ from deepthings.runtime.workload import TileOutput, Workload
 log = logging.getLogger("deepthings.runtime.gateway")
 steal_log = logging.getLogger("deepthings.runtime.steal")
 
+CLIENT_IDLE_S = 600.0
+
 
 @dataclass
 class GatewayConfig:
@@ -273,6 +275,7 @@ class Gateway:
         peer.pending = pending
         self.victims.update(peer.peer_id, pending)
         if pending:
+            self.waiting.pop(peer.peer_id, None)  # it has its own work now: not idle
             self._dispatch(now)
 
     def _on_work_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
@@ -371,7 +374,7 @@ class Gateway:
             victim_id = self.victims.next(exclude=peer_id)
             victim = self.members.peers.get(victim_id) if victim_id is not None else None
             if victim is None or victim.steal_addr is None:
-                break
+                continue  # nobody else has work for this one; the next waiting edge may differ
             self.waiting.pop(peer_id, None)
             steal_log.info("edge %d idle: victim edge %d (%s)", peer_id, victim.peer_id, victim.steal_addr)
             self._send(peer, make("VICTIM", victim=victim.peer_id, addr=victim.steal_addr))
@@ -415,7 +418,9 @@ class Gateway:
     def _tick(self, now: float) -> None:
         timeout = self.config.hb_interval_s * self.config.hb_liveness
         for peer in self.members.expired(now, timeout):
-            self._lost(peer, f"silent for {now - peer.last_seen:.1f} s", now)
+            # Clients hold no tasks: forget them only after a long silence (they re-HELLO).
+            if peer.role == "edge" or now - peer.last_seen > max(CLIENT_IDLE_S, timeout):
+                self._lost(peer, f"silent for {now - peer.last_seen:.1f} s", now)
         for frame, tile in self.book.overdue(now):
             self._reissue(frame, tile, now, "task timeout")
         for peer in list(self.members.peers.values()):

@@ -180,16 +180,33 @@ class LocalQueue:
     def pop_own(self) -> LocalTask | None:
         return self._q.popleft() if self._q else None
 
+    def steal_order(self) -> list[tuple[LocalTask, int]]:
+        """Stealable tasks with their queue positions (0 = next to run), best first for a thief."""
+        # Oldest frame first (its latency is what the user waits for); within a frame, from the
+        # front (WST-S: level-0 tiles leave first) or from the back (the owner reaches it last).
+        by_frame: dict[int, list[tuple[int, LocalTask]]] = {}
+        for i, t in enumerate(self._q):
+            by_frame.setdefault(t.frame, []).append((i, t))
+        out = []
+        for frame in sorted(by_frame):
+            items = by_frame[frame] if self.steal_from_front else list(reversed(by_frame[frame]))
+            out += [(t, i) for i, t in items]
+        return out
+
     def peek_steal(self) -> tuple[LocalTask, int] | None:
-        """The task a thief would get and its position in the queue (0 = next to run)."""
-        if not self._q:
-            return None
-        return (self._q[0], 0) if self.steal_from_front else (self._q[-1], len(self._q) - 1)
+        """The task a thief would get first and its position in the queue."""
+        order = self.steal_order()
+        return order[0] if order else None
 
     def pop_steal(self) -> LocalTask | None:
-        if not self._q:
-            return None
-        return self._q.popleft() if self.steal_from_front else self._q.pop()
+        first = self.peek_steal()
+        return None if first is None else self.pop_at(first[1])
+
+    def pop_at(self, position: int) -> LocalTask:
+        """Remove and return the task at ``position`` (a steal picked by cost)."""
+        task = self._q[position]
+        del self._q[position]
+        return task
 
     def frames(self) -> list[int]:
         return sorted({t.frame for t in self._q})
