@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from hypothesis import strategies as st
+
+# The same locations as tests/conftest.py, without importing a module named "conftest" (other
+# test directories have their own).
+SHARED = Path(os.environ.get("DEEPTHINGS_SHARED", Path(__file__).resolve().parents[2].parent / "shared")).resolve()
+DARKNET_CFGS = SHARED / "models" / "darknet"
+YOLO_FASTEST = SHARED / "models" / "yolo-fastest-1.1"
+IMAGES = SHARED / "images"
 
 ACTIVATIONS = ("leaky", "linear", "relu")
 

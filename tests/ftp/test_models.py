@@ -9,8 +9,7 @@ import deepthings
 from deepthings.darknet import load_darknet
 from deepthings.ftp import FTP
 
-from conftest import DARKNET_CFGS, IMAGES, YOLO_FASTEST
-from ftp_netgen import scale_of
+from ftp_netgen import DARKNET_CFGS, IMAGES, YOLO_FASTEST, scale_of
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from deepthings.darknet import load_darknet, network_from_cfg_text
 from deepthings.errors import PlanError, ProtocolError, ShapeError
 from deepthings.ftp import FTP, Region, Task, format_cost_report
 
-from conftest import DARKNET_CFGS
+from ftp_netgen import DARKNET_CFGS
 
 SMALL = """[net]
 width=20
