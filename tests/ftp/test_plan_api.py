@@ -235,3 +235,11 @@ def test_grid_as_text(small):
     assert FTP(small, grid="2x3", fused_layers=3).grid == (2, 3)
     with pytest.raises(PlanError, match="grid must be a pair"):
         FTP(small, grid="2by3", fused_layers=3)
+
+
+def test_cost_received_equals_published(small):
+    cost = FTP(small, grid=(3, 4), fused_layers=3).cost()
+    assert sum(t.received_bytes for t in cost.tiles) == cost.overlap_bytes
+    for t in cost.tiles:
+        assert t.input_bytes_reuse <= t.input_bytes
+        assert (t.received_bytes > 0) == (t.level == 1)

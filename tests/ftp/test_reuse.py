@@ -175,3 +175,23 @@ def test_random_stacks_with_reuse_and_random_arrivals(engine, data, net_text):
     maps = plan.stitch_all(outs)
     for e in plan.exports:
         np.testing.assert_allclose(maps[e], want[e], rtol=0, atol=1e-5 * scale_of(want[e]), err_msg=f"layer {e}")
+
+
+def test_level1_runs_from_its_reduced_input_crop(dag_net):
+    """With neighbours present a level-1 tile may be sent only the input it still reads."""
+    from deepthings.ftp import Region
+
+    plan = FTP(dag_net, grid=(3, 3), fused_layers=9)
+    rp = plan.reuse
+    x = np.random.default_rng(5).standard_normal(dag_net.input_shape).astype(np.float32)
+    published = {t: rp.run_level0(t, x, "reference")[1] for t in rp.level0}
+    full = Region(0, 0, x.shape[1], x.shape[2])
+    for t in rp.level1:
+        data = rp.data_for(t, published)
+        region = rp.input_region(t, data)
+        assert region.area < plan.tiles[t].input_region.area
+        small_crop = np.ascontiguousarray(region.crop(x, full))
+        want = plan.run_tile(t, x, "reference")
+        np.testing.assert_allclose(rp.run_level1(t, small_crop, data, "reference"), want, rtol=0, atol=1e-5 * scale_of(want))
+        with pytest.raises(ShapeError):
+            rp.run_level1(t, small_crop, {}, "reference")  # without neighbours it needs more

@@ -38,6 +38,8 @@ class TileCost:
     input_bytes: int  # the tile's input crop
     output_bytes: int  # its cells of the exported layers
     published_bytes: int  # overlap pieces it publishes (level 0)
+    received_bytes: int = 0  # pieces a level-1 tile receives with all neighbours present
+    input_bytes_reuse: int = 0  # input a level-1 tile reads with all neighbours present
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class CostReport:
             f"tile input bytes         min {min(ins) / MB:.3f} MB, max {max(ins) / MB:.3f} MB, total "
             f"{sum(ins) / MB:.3f} MB (full input {self.input_bytes_full / MB:.3f} MB)",
             f"tile output bytes        min {min(outs) / MB:.3f} MB, max {max(outs) / MB:.3f} MB, total {sum(outs) / MB:.3f} MB",
+            f"tile input bytes, reuse  total {sum(t.input_bytes_reuse for t in self.tiles) / MB:.3f} MB "
+            "(level-1 tiles read less input when their neighbours' data is there)",
             f"overlap data (reuse)     {self.overlap_bytes / MB:10.3f} MB published by level-0 tiles",
             f"fused weights            {self.weight_bytes / MB:10.3f} MB",
             f"peak per-layer footprint {self.peak_footprint_full / MB:.2f} MB unpartitioned, "
@@ -214,6 +218,12 @@ def plan_cost(plan: "FTP", reuse: bool = True) -> CostReport:
                 input_bytes=4 * c0 * t.input_region.area,
                 output_bytes=sum(4 * plan.layer_shape(e)[0] * t.export_regions[e].area for e in plan.exports),
                 published_bytes=rp.published_bytes(t.tile_id),
+                received_bytes=sum(
+                    4 * block[li].out_shape[0] * region.area
+                    for src in rp.neighbours(t.tile_id).values()
+                    for li, region in rp.publish_regions(src).get(t.tile_id, {}).items()
+                ),
+                input_bytes_reuse=4 * c0 * rp.input_region(t.tile_id, rp.neighbours(t.tile_id).values()).area,
             )
         )
 

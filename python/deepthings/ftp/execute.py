@@ -53,14 +53,16 @@ def execute_tile(
     steps: Sequence[Step] | None = None,
     provided: Mapping[int, Sequence[tuple[Region, np.ndarray]]] | None = None,
     on_layer: LayerHook | None = None,
+    input_origin: Region | None = None,
 ) -> list[np.ndarray]:
     """Run one tile; returns its cell of each exported layer (in ``plan.exports`` order).
 
     ``steps`` (data reuse) say per layer what the tile holds and computes; ``provided[i]``
     lists (region, array) pieces from neighbours that fill the rest of layer i. Without them
-    the tile computes every ``out_region`` in full.
+    the tile computes every ``out_region`` in full. ``x_crop`` holds ``input_origin`` of the
+    network input (default: the tile's ``input_region``).
     """
-    buffers: dict[int, tuple[Region, np.ndarray]] = {-1: (tile.input_region, x_crop)}
+    buffers: dict[int, tuple[Region, np.ndarray]] = {-1: (input_origin or tile.input_region, x_crop)}
     keep = set(plan.exports)
     for step, layer in zip(steps or full_steps(tile), plan.block):
         if not step.active:

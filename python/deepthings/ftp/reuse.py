@@ -23,7 +23,8 @@ API used by the runtime (gateway caches published data per frame and source tile
         # out: like plan.run_tile; published: {dest_tile: {layer: float32 CHW array}}
     out = rp.run_level1(t, x, neighbour_data, engine=None)
         # neighbour_data: {src_tile: {layer: array}} = published[src][t] of the level-0
-        # neighbours that have arrived (any subset, possibly empty, possibly partial per layer)
+        # neighbours that have arrived (any subset, possibly empty); x: the whole input, the
+        # tile's input crop, or the smaller crop rp.input_region(t, those neighbours)
     rp.compute_regions(t, present) -> [Region per layer]  # what t computes itself
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
     rp.input_region(t, present) -> Region                # part of the network input t reads
@@ -213,8 +214,16 @@ class ReusePlan:
             for layer, region, arr in pieces:
                 provided.setdefault(layer, []).append((region, arr))
         steps = self.steps(tile_id, present)
+        # Besides the whole input and the tile's crop, accept the smaller crop it reads with
+        # these neighbours present (input_region(t, present)): less data to send.
+        reduced = self.input_region(tile_id, present)
+        x = np.asarray(x)
+        if x.shape == (self.plan.input_shape[0], reduced.height, reduced.width) and x.dtype == np.float32:
+            crop, origin = x, reduced
+        else:
+            crop, origin = self.plan.crop_input(tile_id, x), tile.input_region
         outs = execute_tile(
-            self.plan, tile, self.plan.crop_input(tile_id, x), _resolve_engine(engine), steps=steps, provided=provided
+            self.plan, tile, crop, _resolve_engine(engine), steps=steps, provided=provided, input_origin=origin
         )
         return outs[0] if len(outs) == 1 else outs
 
