@@ -29,6 +29,11 @@ API used by the runtime (gateway caches published data per frame and source tile
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
     rp.input_region(t, present) -> Region                # part of the network input t reads
     rp.run(t, x, neighbour_data=None)                # dispatches on the level
+    rp.data_for(t, {src: published_by_src})          # a level-1 tile's neighbour_data from a cache
+
+What a level-0 tile publishes for a neighbour is, per layer, the bounding box over every subset
+of that neighbour's other neighbours being present of (its own region ^ what the neighbour then
+needs), so one publication serves every arrival order.
 
 Published data is plain ``dict[int, dict[int, np.ndarray]]`` (msgpack-friendly with the arrays
 sent as raw frames); ``published_bytes`` counts it.
