@@ -243,3 +243,21 @@ def test_cost_received_equals_published(small):
     for t in cost.tiles:
         assert t.input_bytes_reuse <= t.input_bytes
         assert (t.received_bytes > 0) == (t.level == 1)
+
+
+def test_info_cli_prints_the_cost_report():
+    import subprocess
+    import sys
+
+    cfg = str(DARKNET_CFGS / "yolov2.cfg")
+    r = subprocess.run(
+        [sys.executable, "-m", "deepthings", "info", cfg, "--grid", "5x5", "--fused", "16"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "FTP 5x5, fused layers 0..15" in r.stdout and "redundancy 119.7%" in r.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "deepthings", "info", cfg, "--grid", "5x5", "--fused", "31"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode != 0 and "layer 27 [reorg]" in bad.stderr
