@@ -162,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
     from deepthings.detect.images import to_rgb_array
 
     console = Console(stderr=True)
+    if args.thresh < 0 or args.thresh >= 1:
+        raise DeepthingsError(f"--thresh must be in [0, 1), got {args.thresh}")
+    if not 0 <= args.nms <= 1:
+        raise DeepthingsError(f"--nms must be in [0, 1] (0 = no NMS), got {args.nms}")
     if args.gateway:
         # The gateway serves its own model; decode with the cfg it ships (see _make_infer).
         from deepthings.detect.labels import read_names
@@ -169,8 +173,6 @@ def run(args: argparse.Namespace) -> int:
         net, names = None, (read_names(args.names) if args.names else None)
     else:
         net, names = load_model(args)
-    if args.thresh < 0 or args.thresh >= 1:
-        raise DeepthingsError(f"--thresh must be in [0, 1), got {args.thresh}")
     results: list[ImageResult] = []
     used: set[str] = set()
     out: Path = args.out
