@@ -83,11 +83,14 @@ def test_cpu_cap_and_rate_shaping():
     """A busy loop gets at most its quota; 2 MB over a 8 mbit link takes at least ~2 s."""
     specs = device_specs(1, cpu="0.2", rate="8mbit")
     with Testbed(specs, gateway=device_specs(1, rate="8mbit")[0]) as tb:
-        busy = "import time\nt=time.time()\nwhile time.time()-t<1.0: pass\nprint(time.process_time())"
+        busy = "import time\nt=time.time()\nwhile time.time()-t<1.5: pass\nprint(time.process_time())"
+        t0 = time.monotonic()
         r = tb.run(0, [sys.executable, "-c", busy], capture_output=True, text=True, timeout=60)
-        wall_cpu = float(r.stdout)
-        assert wall_cpu < 0.2 * 1.0 * 1.6 + 0.15, wall_cpu  # a cap can only lower CPU time
-        assert tb.usage()["d0"]["throttled_s"] > 0
+        wall = time.monotonic() - t0
+        cpu = tb.usage()["d0"]["cpu_s"]
+        # A cap can only lower CPU time (a busy machine lowers it further, never raises it).
+        assert float(r.stdout) <= cpu + 0.01
+        assert cpu < 0.2 * wall * 1.25 + 0.05, (cpu, wall)
         server = (
             "import socket,time\n"
             f"l=socket.socket(); l.bind(('{tb.address('gw')}', 7778)); l.listen(1)\n"
@@ -234,3 +237,44 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_loss_bytecode():
+    """The cBPF loss filter compares a random u32 against (1 - loss) * 2^32."""
+    code = network.loss_bytecode(0.25)
+    assert code.startswith("4,32 0 0 4294963256,53 1 0 3221225472,")
+    with pytest.raises(EmulationError):
+        network.loss_bytecode(0.0)
+
+
+@needs_root
+def test_packet_loss_is_emulated():
+    """~30% loss on the device's uplink (netem, or the BPF filter where netem is missing)."""
+    specs = device_specs(1, loss="30%")
+    with Testbed(specs) as tb:
+        kinds = network.qdiscs(tb.namespace(0), "eth0")
+        assert "netem" in kinds or "clsact" in kinds
+        receiver = (
+            "import socket\n"
+            f"s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{tb.address('gw')}', 7779))\n"
+            "s.settimeout(3); got=set(); print('ready', flush=True)\n"
+            "try:\n"
+            "    while True: got.add(int(s.recv(64)))\n"
+            "except socket.timeout: pass\n"
+            "print(len([g for g in got if g >= 0]))"
+        )
+        srv = tb.spawn("gw", [sys.executable, "-c", receiver], stdout=subprocess.PIPE, text=True)
+        sender = (
+            "import socket,sys,time\n"
+            "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for _ in range(30):\n"  # let ARP through the lossy link first
+            "    s.sendto(b'-1', (sys.argv[1], 7779)); time.sleep(0.02)\n"
+            "for i in range(2000):\n"
+            "    s.sendto(str(i).encode(), (sys.argv[1], 7779))\n"
+            "    if i % 50 == 0: time.sleep(0.005)\n"
+        )
+        assert srv.stdout.readline().strip() == "ready"  # bound before the first datagram
+        tb.run(0, [sys.executable, "-c", sender, tb.address("gw")], timeout=60, check=True)
+        out, _ = srv.communicate(timeout=60)
+        delivered = int(out) / 2000
+        assert 0.55 < delivered < 0.85, delivered  # binomial sd ~1%: generous bounds

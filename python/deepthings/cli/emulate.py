@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cpu", default=None, help="CPU cap of each device in cores, e.g. 0.25 (default: none)")
     p.add_argument("--rate", default=None, help="link rate of each node, tc units (20mbit)")
     p.add_argument("--delay", default=None, help="one-way link delay per direction (2ms); needs sch_netem")
-    p.add_argument("--loss", default=None, help="packet loss per direction (0.1%%); needs sch_netem")
+    p.add_argument("--loss", default=None, help="packet loss per direction (0.1%%); netem, else a BPF filter")
     p.add_argument("--device-cpu", default=None, help="per-device CPU caps, comma-separated (0.5,0.25,...)")
     p.add_argument("--device-rate", default=None, help="per-device link rates, comma-separated")
     p.add_argument("--device-delay", default=None, help="per-device delays, comma-separated")
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--edge", default=None, metavar="CMD",
                    help="command started in every device namespace (placeholders as above)")
     p.add_argument("--ignore-missing-netem", action="store_true",
-                   help="on kernels without sch_netem, shape rates only instead of refusing")
+                   help="on kernels without sch_netem, emulate rate and loss but no delay instead of refusing")
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write per-node bytes sent/received, CPU seconds, throttling and peak memory")
     p.add_argument("--timeout", type=float, default=None, help="stop the workload after this many seconds")

@@ -122,7 +122,15 @@ def shape(ns: str, dev: str, link: LinkSpec) -> list[str]:
         ])
         kinds.append("htb")
         parent = ["parent", "1:10", "handle", "10:"]
-    if link.needs_netem:
+    if link.needs_netem and not netem_available():
+        if link.delay_s > 0:
+            raise EmulationError(
+                f"cannot delay {ns}/{dev}: this kernel lacks sch_netem, so --delay cannot be emulated; "
+                "drop it or pass --ignore-missing-netem"
+            )
+        add_loss_filter(ns, dev, link.loss_fraction)
+        kinds.append("bpf-loss")
+    elif link.needs_netem:
         args = ["tc", "-n", ns, "qdisc", "add", "dev", dev, *parent, "netem", "limit", "100000"]
         if link.delay_s > 0:
             args += ["delay", f"{link.delay_s * 1e6:.0f}us"]
@@ -136,6 +144,30 @@ def shape(ns: str, dev: str, link: LinkSpec) -> list[str]:
             )
         kinds.append("netem")
     return kinds
+
+
+def loss_bytecode(loss: float) -> str:
+    """Classic BPF for tc direct-action: drop a packet with probability `loss`.
+
+    ``A = random u32; if A >= (1 - loss) * 2^32 -> TC_ACT_SHOT (2) else TC_ACT_OK (0)``. The
+    random number is the cBPF ancillary load SKF_AD_OFF + SKF_AD_RANDOM.
+    """
+    if not 0.0 < loss < 1.0:
+        raise EmulationError(f"loss {loss} must be in (0, 1)")
+    threshold = min(2**32 - 1, int(round((1.0 - loss) * 2**32)))
+    ld_rand = "32 0 0 4294963256"  # BPF_LD|BPF_W|BPF_ABS, k = 0xfffff038
+    jge = f"53 1 0 {threshold}"  # BPF_JMP|BPF_JGE|BPF_K: true -> skip to the drop
+    return f"4,{ld_rand},{jge},6 0 0 0,6 0 0 2"
+
+
+def add_loss_filter(ns: str, dev: str, loss: float) -> None:
+    """Random packet loss on the egress of `dev` without netem (a cBPF tc filter on clsact).
+
+    Used on kernels built without sch_netem; the filter sees whole GSO packets, so a loss
+    drops a burst of segments, as netem's loss does.
+    """
+    sh(["tc", "-n", ns, "qdisc", "add", "dev", dev, "clsact"])
+    sh(["tc", "-n", ns, "filter", "add", "dev", dev, "egress", "bpf", "da", "bytecode", loss_bytecode(loss)])
 
 
 def qdiscs(ns: str, dev: str) -> list[str]:

@@ -114,7 +114,7 @@ class LinkSpec:
 
     @property
     def needs_netem(self) -> bool:
-        """Delay and loss need the netem qdisc; rate alone is done with htb."""
+        """Delay and loss use the netem qdisc (loss falls back to a BPF filter); rate is htb."""
         return self.delay_s > 0 or self.loss_fraction > 0
 
 
@@ -178,6 +178,6 @@ def device_specs(
     return specs
 
 
-def without_netem(specs: Sequence[DeviceSpec]) -> list[DeviceSpec]:
-    """The same specs with delay and loss dropped (for kernels without sch_netem)."""
-    return [replace(s, link=replace(s.link, delay=None, loss=None)) for s in specs]
+def without_delay(specs: Sequence[DeviceSpec]) -> list[DeviceSpec]:
+    """The same specs with the delay dropped (for kernels without sch_netem)."""
+    return [replace(s, link=replace(s.link, delay=None)) for s in specs]

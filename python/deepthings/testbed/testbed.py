@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from deepthings.errors import EmulationError
 from deepthings.testbed import cgroups, network
-from deepthings.testbed.spec import DeviceSpec, without_netem
+from deepthings.testbed.spec import DeviceSpec, without_delay
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +150,16 @@ class Testbed:
         network.require_tools()
         self._cg = cgroups.detect()
         all_specs = [self.gateway_spec, *self.device_specs]
-        if any(s.link.needs_netem for s in all_specs) and not network.netem_available():
+        if any(s.link.delay_s > 0 for s in all_specs) and not network.netem_available():
             if not self.ignore_missing_netem:
                 raise EmulationError(
-                    "this kernel has no sch_netem qdisc, so link delay and loss cannot be emulated; "
-                    "drop --delay/--loss or pass --ignore-missing-netem to shape the rate only"
+                    "this kernel has no sch_netem qdisc, so link delay cannot be emulated "
+                    "(loss can: a BPF filter does it); drop --delay or pass --ignore-missing-netem "
+                    "to emulate rate and loss only"
                 )
-            log.warning("kernel lacks sch_netem: emulating link rates only, no delay or loss")
-            self.gateway_spec = without_netem([self.gateway_spec])[0]
-            self.device_specs = without_netem(self.device_specs)
+            log.warning("kernel lacks sch_netem: emulating link rate and loss only, no delay")
+            self.gateway_spec = without_delay([self.gateway_spec])[0]
+            self.device_specs = without_delay(self.device_specs)
             self.netem_dropped = True
         self.prefix = self._requested_prefix or _new_prefix()
         self._install_signal_handlers()
@@ -360,7 +361,7 @@ class Testbed:
             ) or "unshaped"
             lines.append(f"  {name:>3}  {self.address(name):<13} ns {self.namespace(name):<12} cpu {cpu:<12} {link}")
         if self.netem_dropped:
-            lines.append("  (kernel lacks sch_netem: delay and loss are NOT emulated)")
+            lines.append("  (kernel lacks sch_netem: link delay is NOT emulated)")
         return "\n".join(lines)
 
 
