@@ -38,12 +38,14 @@ def _conv(draw, cur):
     c, h, w = cur
     k = draw(st.integers(1, 7))
     s = draw(st.integers(1, 3))
+    sx = draw(st.sampled_from([s, s, draw(st.integers(1, 3))]))  # sometimes stride_x != stride_y
     if draw(st.booleans()):
         p, text = k // 2, "pad=1"
     else:
         p = draw(st.integers(0, k - 1))
         text = f"padding={p}"
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    text += f"\nstride_x={sx}"
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // sx + 1
     if oh < 1 or ow < 1:
         return None
     filters = draw(st.integers(1, 6))
