@@ -13,7 +13,7 @@ import pytest
 
 from deepthings import _core
 
-from conftest import MACHINE, ON_ARM
+from arm_env import MACHINE, ON_ARM
 
 pytestmark = pytest.mark.arm
 
