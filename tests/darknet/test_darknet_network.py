@@ -138,3 +138,30 @@ def test_route_groups_take_one_channel_group() -> None:
     out = net.forward(x, engine="reference", outputs=[0, 1])
     assert net.layers[1].out_shape == (3, 4, 4)
     np.testing.assert_array_equal(out[1], out[0][3:6])
+
+
+def test_forward_keeps_only_outputs_later_layers_need() -> None:
+    """While layer i runs, the only earlier outputs alive are the ones layers >= i read.
+
+    (NumPy arrays hold no reference cycles: an output is freed as soon as forward drops it.)
+    """
+    import weakref
+
+    refs: dict[int, weakref.ref] = {}
+    violations: list[tuple[int, list[int]]] = []
+
+    class Watching(ReferenceEngine):
+        def run_layer(self, layer, inputs, pad=None):
+            alive = sorted(j for j, r in refs.items() if r() is not None)
+            allowed = set(YF.outputs_needed_after(layer.index))
+            extra = [j for j in alive if j not in allowed]
+            if extra:
+                violations.append((layer.index, extra))
+            out = super().run_layer(layer, inputs, pad)
+            refs[layer.index] = weakref.ref(out)
+            return out
+
+    x = X.copy()
+    YF.forward(x, engine=Watching())
+    assert not violations, violations[:5]
+    assert len(refs) == len(YF)

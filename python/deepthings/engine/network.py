@@ -157,12 +157,15 @@ class Network:
                     f"layer {layer.index} [{layer.type}]: engine returned {out.shape}, "
                     f"expected {layer.out_shape}"
                 )
-            values[layer.index] = out
             if layer.index in keep:
                 result[layer.index] = out
+            # A layer nobody in range reads (an early head) is not kept unless asked for.
+            if layer.index in last_use or layer.index == stop - 1:
+                values[layer.index] = out
             for j in layer.inputs:
                 if last_use.get(j) == layer.index and j not in keep:
                     values.pop(j, None)
+            del ins, out  # so a dropped output is freed before the next layer runs
         if want is not None:
             return result
         return values[stop - 1]
