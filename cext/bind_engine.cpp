@@ -145,6 +145,9 @@ void bind_engine(py::module_& m) {
     const auto& k = ftp::active_kernel();
     return py::make_tuple(k.name, k.mr, k.nr);
   }, "(name, MR, NR) of the GEMM micro-kernel in use");
+  m.def("set_winograd", &ftp::set_winograd_enabled, py::arg("enabled"),
+        "Use Winograd F(2x2,3x3) for 3x3 stride-1 convs (default on); off forces im2col + GEMM");
+  m.def("winograd_enabled", &ftp::winograd_enabled);
   m.def("gemm_blocking", [] { return py::make_tuple(ftp::kGemmMC, ftp::kGemmNC, ftp::kGemmKC); },
         "(MC, NC, KC) cache blocking; per-thread im2col/packed-B block <= KC*NC floats");
 

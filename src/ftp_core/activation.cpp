@@ -35,11 +35,19 @@ const char* act_name(Act a) {
 void act_inplace(Act a, float* x, size_t n) {
   switch (a) {
     case Act::linear: return;
+    // Written as max(a, b) == (a < b ? b : a) so the compiler emits maxps, not a branch that
+    // mispredicts on every other activation.
     case Act::leaky:
-      for (size_t i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : 0.1f * x[i];
+      for (size_t i = 0; i < n; ++i) {
+        const float v = x[i], s = 0.1f * v;
+        x[i] = v < s ? s : v;
+      }
       return;
     case Act::relu:
-      for (size_t i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : 0.f;
+      for (size_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        x[i] = v < 0.f ? 0.f : v;
+      }
       return;
     default:
       for (size_t i = 0; i < n; ++i) x[i] = act_scalar(a, x[i]);

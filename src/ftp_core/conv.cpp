@@ -39,6 +39,10 @@ void conv2d(const float* in, int C, int H, int W, ConvWeights& w, const float* b
     depthwise_conv2d(in, C, H, W, w.raw.data(), w.kh, w.kw, bias, sh, sw, pad, act, out);
     return;
   }
+  if (winograd_applies(w, C, sh, sw)) {
+    conv3x3_winograd(in, C, H, W, w, bias, pad, act, out);
+    return;
+  }
   const GemmKernel& k = active_kernel();
   const float* ap = w.packed(k);
   const size_t a_stride = w.packed_group_stride(k);

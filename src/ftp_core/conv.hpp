@@ -3,6 +3,7 @@
 // are zero-padded only where they touch the real map border.
 #pragma once
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -19,6 +20,8 @@ class ConvWeights {
   ConvWeights(const float* w, int out_channels, int in_per_group, int kh, int kw, int groups);
   // Packed A panels for kernel k: groups blocks of packed_a_size(O/groups, K, k.mr) floats.
   const float* packed(const GemmKernel& k);
+  // Winograd F(2x2,3x3) transformed weights: 16 packed (O x C) matrices (winograd.cpp).
+  const float* winograd_packed(const GemmKernel& k);
   size_t packed_group_stride(const GemmKernel& k) const;
   bool is_depthwise_for(int in_channels) const {
     return groups == in_channels && out_channels == in_channels && in_per_group == 1 && groups > 1;
@@ -30,6 +33,8 @@ class ConvWeights {
  private:
   std::mutex mutex_;
   std::array<std::unique_ptr<float, void (*)(void*)>, 4> packed_{
+      {{nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}}};
+  std::array<std::unique_ptr<float, void (*)(void*)>, 4> wino_{
       {{nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}}};
 };
 
@@ -45,6 +50,14 @@ inline int window_out(int size, int before, int after, int k, int s) {
 // out: (O, OH, OW). Caller checks shapes (C == in_per_group * groups, OH, OW >= 1).
 void conv2d(const float* in, int C, int H, int W, ConvWeights& w, const float* bias, int sh, int sw,
             Pad4 pad, Act act, float* out);
+
+// Winograd F(2x2,3x3) path for 3x3 stride-1 ungrouped convs (winograd.cpp); on by default,
+// switchable (tests run both paths).
+void set_winograd_enabled(bool on);
+bool winograd_enabled();
+bool winograd_applies(const ConvWeights& w, int C, int sh, int sw);
+void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, const float* bias,
+                      Pad4 pad, Act act, float* out);
 
 // Direct depthwise conv (groups == C == O): out[c] = act(bias[c] + w[c] (*) in[c]).
 void depthwise_conv2d(const float* in, int C, int H, int W, const float* w, int kh, int kw,

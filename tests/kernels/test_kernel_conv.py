@@ -117,3 +117,34 @@ def test_conv_errors_name_the_argument() -> None:
         _core.conv2d(np.zeros((3, 5, 5), np.float32), cw, None, (1, 1), [0, 0, 0, 0], "nope")
     with pytest.raises(ValueError, match="multiple of groups"):
         _core.ConvWeights(np.zeros((5, 1, 3, 3), np.float32), 2)
+
+
+@pytest.fixture(params=[True, False], ids=["winograd", "im2col"])
+def winograd(request: pytest.FixtureRequest):
+    before = _core.winograd_enabled()
+    _core.set_winograd(request.param)
+    try:
+        yield request.param
+    finally:
+        _core.set_winograd(before)
+
+
+@st.composite
+def conv3x3_cases(draw: st.DrawFn) -> dict:
+    pad = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    return dict(c=draw(st.integers(8, 40)), o=draw(st.integers(16, 40)),
+                h=draw(st.integers(max(1, 3 - pad[0] - pad[2]), 30)),
+                w=draw(st.integers(max(1, 3 - pad[1] - pad[3]), 30)), k=(3, 3), stride=(1, 1), pad=pad,
+                groups=1, act=draw(st.sampled_from(["linear", "leaky"])), seed=draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv3x3_cases())
+def test_conv3x3_winograd_and_im2col(isa: str, winograd: bool, case: dict) -> None:
+    """3x3 stride-1 convs (Winograd F(2x2,3x3) when on) == reference, odd sizes, tile pads."""
+    _run(case)
+
+
+def test_winograd_deep_layer(isa: str) -> None:
+    """K above the GEMM's KC block and many tile rows per block."""
+    _run(dict(c=300, o=48, h=21, w=26, k=(3, 3), stride=(1, 1), pad=(1, 0, 1, 2), groups=1, act="leaky", seed=3))

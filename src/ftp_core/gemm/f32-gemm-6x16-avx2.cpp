@@ -46,6 +46,7 @@ void f32_gemm_6x16_avx2(size_t kc, const float* a, const float* b, float* c, siz
   } else {
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
   }
+#pragma GCC unroll 4
   for (size_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(b);
     const __m256 b1 = _mm256_load_ps(b + 8);

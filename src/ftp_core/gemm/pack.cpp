@@ -42,56 +42,121 @@ struct Segment {
 };
 }  // namespace
 
-void pack_b_im2col(const float* in, const ConvGeom& g, size_t k0, size_t kc, size_t n0, size_t nc,
-                   int nr, float* out) {
+namespace {
+
+// General path: a panel may straddle output rows and the map border.
+void pack_panel_im2col_generic(const float* in, const ConvGeom& g, size_t k0, size_t kc, size_t col0,
+                               int n, int nr, float* out) {
   const int kk = g.kh * g.kw;
   Segment segs[64];  // nr <= 64 columns can span at most nr segments
-  for (size_t j0 = 0; j0 < nc; j0 += nr) {
-    const int n = (int)std::min<size_t>(nr, nc - j0);
-    int nseg = 0;
-    for (int j = 0; j < n;) {
-      const size_t col = n0 + j0 + j;
-      const int oy = (int)(col / g.OW), ox = (int)(col % g.OW);
-      const int len = std::min(n - j, g.OW - ox);
-      segs[nseg++] = {j, len, oy, ox};
-      j += len;
+  int nseg = 0;
+  for (int j = 0; j < n;) {
+    const size_t col = col0 + j;
+    const int oy = (int)(col / g.OW), ox = (int)(col % g.OW);
+    const int len = std::min(n - j, g.OW - ox);
+    segs[nseg++] = {j, len, oy, ox};
+    j += len;
+  }
+  int c = (int)(k0 / kk), r = (int)(k0 % kk);
+  int ky = r / g.kw, kx = r % g.kw;
+  for (size_t k = 0; k < kc; ++k, out += nr) {
+    const float* plane = in + (size_t)c * g.H * g.W;
+    for (int s = 0; s < nseg; ++s) {
+      const Segment& sg = segs[s];
+      float* dst = out + sg.j0;
+      const int iy = sg.oy * g.sh - g.top + ky;
+      if (iy < 0 || iy >= g.H) {
+        for (int t = 0; t < sg.len; ++t) dst[t] = 0.f;
+        continue;
+      }
+      const float* row = plane + (size_t)iy * g.W;
+      const int ix0 = sg.ox0 * g.sw - g.left + kx;
+      for (int t = 0; t < sg.len; ++t) {
+        const int ix = ix0 + t * g.sw;
+        dst[t] = (ix >= 0 && ix < g.W) ? row[ix] : 0.f;
+      }
     }
-    int c = (int)(k0 / kk), r = (int)(k0 % kk);
-    int ky = r / g.kw, kx = r % g.kw;
-    for (size_t k = 0; k < kc; ++k, out += nr) {
-      const float* plane = in + (size_t)c * g.H * g.W;
-      for (int s = 0; s < nseg; ++s) {
-        const Segment& sg = segs[s];
-        float* dst = out + sg.j0;
-        const int iy = sg.oy * g.sh - g.top + ky;
-        if (iy < 0 || iy >= g.H) {
-          std::memset(dst, 0, sg.len * sizeof(float));
-          continue;
-        }
-        const float* row = plane + (size_t)iy * g.W;
-        const int ix0 = sg.ox0 * g.sw - g.left + kx;
-        if (g.sw == 1) {
-          const int lo = std::min(sg.len, std::max(0, -ix0));
-          const int hi = std::max(lo, std::min(sg.len, g.W - ix0));
-          if (lo > 0) std::memset(dst, 0, lo * sizeof(float));
-          if (hi > lo) std::memcpy(dst + lo, row + ix0 + lo, (hi - lo) * sizeof(float));
-          if (hi < sg.len) std::memset(dst + hi, 0, (sg.len - hi) * sizeof(float));
+    for (int t = n; t < nr; ++t) out[t] = 0.f;
+    if (++kx == g.kw) {
+      kx = 0;
+      if (++ky == g.kh) {
+        ky = 0;
+        ++c;
+      }
+    }
+  }
+}
+
+// Common path: all NR columns in one output row. Rows fully inside the map become fixed-size
+// copies (vector moves); only border rows and border columns take the per-element path.
+template <int NR>
+void pack_panel_im2col_row(const float* in, const ConvGeom& g, size_t k0, size_t kc, int oy, int ox0,
+                           float* out) {
+  const int kk = g.kh * g.kw;
+  int c = (int)(k0 / kk), r = (int)(k0 % kk);
+  int ky = r / g.kw, kx = r % g.kw;
+  const int sw = g.sw;
+  for (size_t k = 0; k < kc; ++k, out += NR) {
+    const int iy = oy * g.sh - g.top + ky;
+    if (iy < 0 || iy >= g.H) {
+      for (int t = 0; t < NR; ++t) out[t] = 0.f;
+    } else {
+      const float* row = in + ((size_t)c * g.H + iy) * g.W;
+      const int ix0 = ox0 * sw - g.left + kx;
+      if (ix0 >= 0 && ix0 + (NR - 1) * sw < g.W) {
+        const float* src = row + ix0;
+        if (sw == 1) {
+          for (int t = 0; t < NR; ++t) out[t] = src[t];
+        } else if (sw == 2) {
+          for (int t = 0; t < NR; ++t) out[t] = src[2 * t];
         } else {
-          for (int t = 0; t < sg.len; ++t) {
-            const int ix = ix0 + t * g.sw;
-            dst[t] = (ix >= 0 && ix < g.W) ? row[ix] : 0.f;
-          }
+          for (int t = 0; t < NR; ++t) out[t] = src[t * sw];
         }
-      }
-      if (n < nr) std::memset(out + n, 0, (nr - n) * sizeof(float));
-      if (++kx == g.kw) {
-        kx = 0;
-        if (++ky == g.kh) {
-          ky = 0;
-          ++c;
+      } else {
+        for (int t = 0; t < NR; ++t) {
+          const int ix = ix0 + t * sw;
+          out[t] = (ix >= 0 && ix < g.W) ? row[ix] : 0.f;
         }
       }
     }
+    if (++kx == g.kw) {
+      kx = 0;
+      if (++ky == g.kh) {
+        ky = 0;
+        ++c;
+      }
+    }
+  }
+}
+
+template <int NR>
+void pack_im2col_nr(const float* in, const ConvGeom& g, size_t k0, size_t kc, size_t n0, size_t nc,
+                    float* out) {
+  for (size_t j0 = 0; j0 < nc; j0 += NR, out += kc * NR) {
+    const int n = (int)std::min<size_t>(NR, nc - j0);
+    const size_t col0 = n0 + j0;
+    const int oy = (int)(col0 / g.OW), ox0 = (int)(col0 % g.OW);
+    if (n == NR && ox0 + NR <= g.OW)
+      pack_panel_im2col_row<NR>(in, g, k0, kc, oy, ox0, out);
+    else
+      pack_panel_im2col_generic(in, g, k0, kc, col0, n, NR, out);
+  }
+}
+
+}  // namespace
+
+void pack_b_im2col(const float* in, const ConvGeom& g, size_t k0, size_t kc, size_t n0, size_t nc,
+                   int nr, float* out) {
+  switch (nr) {
+    case 4: return pack_im2col_nr<4>(in, g, k0, kc, n0, nc, out);
+    case 8: return pack_im2col_nr<8>(in, g, k0, kc, n0, nc, out);
+    case 16: return pack_im2col_nr<16>(in, g, k0, kc, n0, nc, out);
+    case 32: return pack_im2col_nr<32>(in, g, k0, kc, n0, nc, out);
+    default:
+      for (size_t j0 = 0; j0 < nc; j0 += nr, out += kc * nr) {
+        const int n = (int)std::min<size_t>(nr, nc - j0);
+        pack_panel_im2col_generic(in, g, k0, kc, n0 + j0, n, nr, out);
+      }
   }
 }
 

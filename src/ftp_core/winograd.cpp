@@ -1,0 +1,201 @@
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (ncnn's convolution_3x3_winograd idea):
+// 16 multiplies per 2x2 output tile instead of 36, as 16 GEMMs (O x C) x (C x tiles) on the
+// same packed micro-kernels. Tiles are processed in blocks so the transformed input and the
+// GEMM results of one block stay bounded: 16 x (C + O) x Tb floats per thread (<= ~1 MiB, or
+// 16 x (C + O) x 16 floats for very deep layers).
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "ftp_core/conv.hpp"
+#include "ftp_core/threadpool.hpp"
+
+namespace ftp {
+
+namespace {
+std::atomic<bool> g_winograd_enabled{true};
+
+// Small per-thread row buffers of the transforms.
+std::vector<float>& tl_buf(int slot, size_t n) {
+  thread_local std::vector<float> bufs[3];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot];
+}
+}  // namespace
+
+void set_winograd_enabled(bool on) { g_winograd_enabled.store(on); }
+bool winograd_enabled() { return g_winograd_enabled.load(); }
+
+bool winograd_applies(const ConvWeights& w, int C, int sh, int sw) {
+  // Pays off once C and O are not tiny; the 16/9 weight blow-up is capped for deep layers.
+  return winograd_enabled() && w.kh == 3 && w.kw == 3 && sh == 1 && sw == 1 && w.groups == 1 &&
+         C >= 8 && w.out_channels >= 16 && (size_t)w.out_channels * C <= 512u * 512u;
+}
+
+const float* ConvWeights::winograd_packed(const GemmKernel& k) {
+  std::lock_guard<std::mutex> lk(mutex_);
+  auto& slot = wino_[static_cast<int>(k.isa)];
+  if (!slot) {
+    const size_t O = out_channels, C = in_per_group;
+    // U = G g G^T per (o, c), stored as 16 matrices U[xi] (O x C), each packed as GEMM A.
+    std::vector<float> u(16 * O * C);
+    for (size_t o = 0; o < O; ++o)
+      for (size_t c = 0; c < C; ++c) {
+        const float* g = raw.data() + (o * C + c) * 9;
+        float t[4][3];  // G g
+        for (int j = 0; j < 3; ++j) {
+          t[0][j] = g[0 * 3 + j];
+          t[1][j] = 0.5f * (g[0 * 3 + j] + g[1 * 3 + j] + g[2 * 3 + j]);
+          t[2][j] = 0.5f * (g[0 * 3 + j] - g[1 * 3 + j] + g[2 * 3 + j]);
+          t[3][j] = g[2 * 3 + j];
+        }
+        for (int i = 0; i < 4; ++i) {
+          const float v[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
+                              0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
+          for (int j = 0; j < 4; ++j) u[((size_t)(i * 4 + j) * O + o) * C + c] = v[j];
+        }
+      }
+    const size_t stride = packed_a_size(O, C, k.mr);
+    const size_t bytes = (16 * stride * sizeof(float) + 63) / 64 * 64 + 64;
+    float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+    for (int xi = 0; xi < 16; ++xi) pack_a(u.data() + xi * O * C, O, C, C, k.mr, p + xi * stride);
+    slot = std::unique_ptr<float, void (*)(void*)>(p, std::free);
+  }
+  return slot.get();
+}
+
+void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, const float* bias,
+                      Pad4 pad, Act act, float* out) {
+  const int O = w.out_channels;
+  const int OH = window_out(H, pad.top, pad.bottom, 3, 1);
+  const int OW = window_out(W, pad.left, pad.right, 3, 1);
+  const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+  const size_t T = (size_t)TH * TW;
+  const GemmKernel& k = active_kernel();
+  const float* U = w.winograd_packed(k);
+  const size_t u_stride = packed_a_size(O, C, k.mr);
+
+  // Blocks are whole tile rows, so each output row is finished (and activated) by one task.
+  size_t rows = std::max<size_t>(1, (size_t)(256 * 1024) / (16 * (size_t)(C + O)) / TW);
+  auto pool = global_pool();
+  while (rows > 1 && ((size_t)TH + rows - 1) / rows < (size_t)pool->num_threads() * 2) --rows;
+  const size_t tb = rows * TW;
+  const size_t n_blocks = ((size_t)TH + rows - 1) / rows;
+
+  pool->parallel_for(n_blocks, [&](size_t blk, int) {
+    const int th0 = (int)(blk * rows), th1 = std::min(TH, (int)((blk + 1) * rows));
+    const size_t nt = (size_t)(th1 - th0) * TW;
+    // Per-xi strides padded by 16 floats: 16 streams at a 4 KiB-multiple stride would all
+    // land in the same L1 sets.
+    const size_t xs = (size_t)C * tb + 16, ms = (size_t)O * tb + 16;
+    float* V = thread_scratch(16 * xs, 1);  // V[xi][c][t]
+    float* M = thread_scratch(16 * ms, 2);  // M[xi][o][t]
+    // Input transform V = B^T d B, a tile row at a time: 4 zero-padded input rows, the column
+    // transform (along x) into 16 rows of TW values, then the row transform. Every inner loop
+    // runs over tw with unit-stride stores, so the compiler vectorises it.
+    const int PW = 2 * TW + 2;
+    std::vector<float>& prow = tl_buf(0, 4 * (size_t)PW);
+    std::vector<float>& cb = tl_buf(1, 16 * (size_t)TW);
+    for (int c = 0; c < C; ++c) {
+      const float* x = in + (size_t)c * H * W;
+      for (int th = th0; th < th1; ++th) {
+        const int y0 = 2 * th - pad.top;
+        for (int i = 0; i < 4; ++i) {
+          float* pr = prow.data() + i * PW;
+          const int iy = y0 + i;
+          if (iy < 0 || iy >= H) {
+            std::fill(pr, pr + PW, 0.f);
+          } else {
+            // pr[j] = input column j - left, zero outside the map.
+            const float* xr = x + (size_t)iy * W;
+            const int lo = std::min(PW, std::max(0, pad.left));
+            const int hi = std::max(lo, std::min(PW, W + pad.left));
+            std::fill(pr, pr + lo, 0.f);
+            std::memcpy(pr + lo, xr + (lo - pad.left), (hi - lo) * sizeof(float));
+            std::fill(pr + hi, pr + PW, 0.f);
+          }
+          // Column transform of row i: cb[i*4 + j][tw].
+          float* c0 = cb.data() + (i * 4 + 0) * TW;
+          float* c1 = cb.data() + (i * 4 + 1) * TW;
+          float* c2 = cb.data() + (i * 4 + 2) * TW;
+          float* c3 = cb.data() + (i * 4 + 3) * TW;
+          for (int tw = 0; tw < TW; ++tw) {
+            const float d0 = pr[2 * tw], d1 = pr[2 * tw + 1], d2 = pr[2 * tw + 2], d3 = pr[2 * tw + 3];
+            c0[tw] = d0 - d2;
+            c1[tw] = d1 + d2;
+            c2[tw] = d2 - d1;
+            c3[tw] = d1 - d3;
+          }
+        }
+        // Row transform: V[(r*4 + j)][c][t] from cb[(i*4 + j)].
+        float* vt = V + (size_t)c * tb + (size_t)(th - th0) * TW;
+        for (int j = 0; j < 4; ++j) {
+          const float* r0 = cb.data() + (0 * 4 + j) * TW;
+          const float* r1 = cb.data() + (1 * 4 + j) * TW;
+          const float* r2 = cb.data() + (2 * 4 + j) * TW;
+          const float* r3 = cb.data() + (3 * 4 + j) * TW;
+          float* v0 = vt + (0 * 4 + j) * xs;
+          float* v1 = vt + (1 * 4 + j) * xs;
+          float* v2 = vt + (2 * 4 + j) * xs;
+          float* v3 = vt + (3 * 4 + j) * xs;
+          for (int tw = 0; tw < TW; ++tw) {
+            v0[tw] = r0[tw] - r2[tw];
+            v1[tw] = r1[tw] + r2[tw];
+            v2[tw] = r2[tw] - r1[tw];
+            v3[tw] = r1[tw] - r3[tw];
+          }
+        }
+      }
+    }
+    // 16 GEMMs: M[xi] (O x nt) = U[xi] (O x C) * V[xi] (C x nt).
+    for (int xi = 0; xi < 16; ++xi) {
+      BSource b{V + xi * xs, tb, nullptr};
+      gemm_packed(k, O, nt, C, U + xi * u_stride, b, nullptr, Act::linear, M + xi * ms, tb,
+                  /*parallel=*/false);
+    }
+    // Output transform Y = A^T M A + bias, vectorised over tw, then the activation over the
+    // finished output rows.
+    const int oy0 = 2 * th0, oy1 = std::min(OH, 2 * th1);
+    std::vector<float>& ob = tl_buf(2, 8 * (size_t)TW);
+    for (int o = 0; o < O; ++o) {
+      const float bo = bias ? bias[o] : 0.f;
+      float* y = out + (size_t)o * OH * OW;
+      for (int th = th0; th < th1; ++th) {
+        const float* mt = M + (size_t)o * tb + (size_t)(th - th0) * TW;
+        float* t0 = ob.data();  // t[i][j] for i in {0,1}: 8 rows of TW
+        for (int j = 0; j < 4; ++j) {
+          const float* m0 = mt + (0 * 4 + j) * ms;
+          const float* m1 = mt + (1 * 4 + j) * ms;
+          const float* m2 = mt + (2 * 4 + j) * ms;
+          const float* m3 = mt + (3 * 4 + j) * ms;
+          float* a0 = t0 + (0 * 4 + j) * TW;
+          float* a1 = t0 + (1 * 4 + j) * TW;
+          for (int tw = 0; tw < TW; ++tw) {
+            a0[tw] = m0[tw] + m1[tw] + m2[tw];
+            a1[tw] = m1[tw] - m2[tw] - m3[tw];
+          }
+        }
+        const int oy = 2 * th;
+        for (int i = 0; i < 2 && oy + i < OH; ++i) {
+          const float* q0 = t0 + (i * 4 + 0) * TW;
+          const float* q1 = t0 + (i * 4 + 1) * TW;
+          const float* q2 = t0 + (i * 4 + 2) * TW;
+          const float* q3 = t0 + (i * 4 + 3) * TW;
+          float* yr = y + (size_t)(oy + i) * OW;
+          const int full = OW / 2;  // tiles whose two output columns both exist
+          for (int tw = 0; tw < full; ++tw) {
+            yr[2 * tw] = q0[tw] + q1[tw] + q2[tw] + bo;
+            yr[2 * tw + 1] = q1[tw] - q2[tw] - q3[tw] + bo;
+          }
+          if (full < TW) yr[2 * full] = q0[full] + q1[full] + q2[full] + bo;
+        }
+      }
+      act_inplace(act, y + (size_t)oy0 * OW, (size_t)(oy1 - oy0) * OW);
+    }
+  });
+}
+
+}  // namespace ftp
