@@ -229,6 +229,9 @@ class Edge:
             except ProtocolError as exc:
                 self.stats["dropped"] += 1
                 log.warning("dropped %s: %s", msg.type, exc)
+            except Exception:  # a message we failed to foresee must cost the message, not the edge
+                self.stats["dropped"] += 1
+                log.exception("dropped %s: handling it failed", msg.type)
 
     def _drain_router(self) -> None:
         for _ in range(256):
@@ -243,7 +246,11 @@ class Edge:
                 self.stats["dropped"] += 1
                 log.warning("dropped %s on the steal server: only STEAL_REQ is served there", msg.type)
                 continue
-            self._on_steal_req(identity, msg)
+            try:
+                self._on_steal_req(identity, msg)
+            except Exception:
+                self.stats["dropped"] += 1
+                log.exception("dropped STEAL_REQ: handling it failed")
 
     # ------------------------------------------------------------------ gateway messages
     def _on_gateway(self, msg: Message) -> None:
@@ -310,7 +317,8 @@ class Edge:
         try:
             self.workload = self.build_workload(self.spec, self._have)
         except Exception as exc:
-            raise ClusterError(f"cannot build the model the gateway shipped: {exc}") from exc
+            self.ready = False
+            raise ProtocolError(f"gateway: cannot build the model it shipped: {exc}") from exc
         self._become_ready()
 
     def _on_model(self, msg: Message) -> None:

@@ -133,6 +133,9 @@ class Gateway:
                         except ProtocolError as exc:
                             self.stats["dropped"] += 1
                             log.warning("dropped %s: %s", msg.type, exc)
+                        except Exception:  # unforeseen: lose the message, never the gateway
+                            self.stats["dropped"] += 1
+                            log.exception("dropped %s: handling it failed", msg.type)
                 if self._wake_rx in events:
                     while True:
                         try:
