@@ -75,7 +75,7 @@ def format_layer_table(net: Any) -> str:
     lines.append(
         f"{len(net.layers)} layers, input {_shape(net.input_shape)}, "
         f"{net.flops() / 1e9:.3f} GFLOP, weights {human(net.weight_bytes(), 'B')}, "
-        f"all outputs {human(sum(l.output_bytes() for l in net.layers), 'B')}, "
+        f"all outputs {human(sum(ly.output_bytes() for ly in net.layers), 'B')}, "
         f"largest output {human(peak, 'B')}"
     )
     if net.head_layers:

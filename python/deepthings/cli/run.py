@@ -72,7 +72,8 @@ def run_run(args: argparse.Namespace) -> int:
     end = len(net.layers) if args.end is None else args.end
     gflop = net.flops(0, end) / 1e9
     best = min(times)
-    print(f"model:  {args.cfg} ({'random weights, seed %d' % args.random_weights if args.weights is None else args.weights})")
+    source = args.weights if args.weights is not None else f"random weights, seed {args.random_weights}"
+    print(f"model:  {args.cfg} ({source})")
     print(f"input:  {src} -> {c}x{h}x{w}")
     print(f"layers: 0..{end - 1} of {len(net.layers)}, {gflop:.3f} GFLOP, engine {args.engine}")
     print(f"output: layer {end - 1} [{net.layers[end - 1].type}] shape {out.shape}")

@@ -187,7 +187,7 @@ class Layer:
         mean 0, variance _NEUTRAL_VAR whose folding factor rounds to exactly 1.0f).
         """
         self.require_weights()
-        weight, bias = getattr(self, "weight"), getattr(self, "bias")
+        weight, bias = self.weight, self.bias  # type: ignore[attr-defined]
         out = {"biases": bias, "weights": weight}
         if getattr(self, "batch_normalize", False):
             n = bias.shape[0]

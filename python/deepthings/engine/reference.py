@@ -106,12 +106,12 @@ def conv2d(
     c, h, wd = x.shape
     o, ig, kh, kw = w.shape
     sh, sw = stride
-    t, l, bt, r = pad
+    t, left, bt, r = pad
     if c != ig * groups or o % groups:
         raise ShapeError(f"conv2d: input has {c} channels, weights {w.shape} with groups={groups}")
     oh = _out_size(h, t, bt, kh, sh, "conv2d rows")
-    ow = _out_size(wd, l, r, kw, sw, "conv2d cols")
-    xp = np.pad(x, ((0, 0), (t, bt), (l, r)))
+    ow = _out_size(wd, left, r, kw, sw, "conv2d cols")
+    xp = np.pad(x, ((0, 0), (t, bt), (left, r)))
     og = o // groups
     out = np.empty((o, oh, ow), dtype=np.float32)
     if ig == 1 and og == 1:
@@ -146,15 +146,15 @@ def maxpool2d(
     _, h, w = x.shape
     kh, kw = kernel
     sh, sw = stride
-    t, l, b, r = pad
+    t, left, b, r = pad
     oh = _out_size(h, t, b, kh, sh, "maxpool rows")
-    ow = _out_size(w, l, r, kw, sw, "maxpool cols")
+    ow = _out_size(w, left, r, kw, sw, "maxpool cols")
     # Darknet's output size can need more bottom/right cells than `pad` says; pad generously.
     need_h = (oh - 1) * sh + kh
     need_w = (ow - 1) * sw + kw
     xp = np.pad(
         x,
-        ((0, 0), (t, max(0, need_h - h - t)), (l, max(0, need_w - w - l))),
+        ((0, 0), (t, max(0, need_h - h - t)), (left, max(0, need_w - w - left))),
         constant_values=_NEG_FLT_MAX,
     )
     out = np.full((x.shape[0], oh, ow), _NEG_FLT_MAX, dtype=np.float32)
@@ -285,7 +285,7 @@ def shortcut(inputs: Sequence[np.ndarray], alpha: float = 1.0, beta: float = 1.0
     for a in inputs[1:]:
         a = np.asarray(a, dtype=np.float32)
         if a.shape == acc.shape:
-            acc = a_ * acc + b_ * a
+            acc = np.asarray(a_ * acc + b_ * a, dtype=np.float32)
             continue
         st, sa = shortcut_sampling(a.shape, acc.shape)  # type: ignore[misc,arg-type]
         c, h, w = (min(p, q) for p, q in zip(a.shape, acc.shape))
@@ -349,6 +349,12 @@ def _maxpool(layer: Layer, ins: Sequence[np.ndarray], pad: Pad | None) -> np.nda
     return maxpool2d(ins[0], sp.kernel, sp.stride, sp.pad if pad is None else pad)
 
 
+def _crop(layer: Layer, x: np.ndarray) -> np.ndarray:
+    dh, dw = layer.offsets()  # type: ignore[attr-defined]
+    return crop_center(x, dh, dw, layer.crop_height, layer.crop_width,  # type: ignore[attr-defined]
+                       not layer.noadjust)  # type: ignore[attr-defined]
+
+
 def _identity(layer: Layer, ins: Sequence[np.ndarray], pad: Pad | None) -> np.ndarray:
     return _f32(ins[0]).copy()
 
@@ -356,22 +362,20 @@ def _identity(layer: Layer, ins: Sequence[np.ndarray], pad: Pad | None) -> np.nd
 _DISPATCH: dict[str, Callable[[Layer, Sequence[np.ndarray], Pad | None], np.ndarray]] = {
     "convolutional": _conv,
     "maxpool": _maxpool,
-    "avgpool": lambda l, ins, p: avgpool_global(ins[0]),
-    "connected": lambda l, ins, p: connected(ins[0], l.weight, l.bias, l.activation),  # type: ignore[attr-defined]
+    "avgpool": lambda ly, ins, p: avgpool_global(ins[0]),
+    "connected": lambda ly, ins, p: connected(ins[0], ly.weight, ly.bias, ly.activation),  # type: ignore[attr-defined]
     "dropout": _identity,
     "cost": _identity,
-    "softmax": lambda l, ins, p: softmax(ins[0], l.groups, l.temperature),  # type: ignore[attr-defined]
-    "route": lambda l, ins, p: route(ins, l.channel_slices()),  # type: ignore[attr-defined]
-    "reorg": lambda l, ins, p: reorg(ins[0], l.stride),  # type: ignore[attr-defined]
-    "shortcut": lambda l, ins, p: shortcut(ins, l.alpha, l.beta, l.activation),  # type: ignore[attr-defined]
-    "upsample": lambda l, ins, p: upsample(ins[0], l.factor, l.scale),  # type: ignore[attr-defined]
-    "region": lambda l, ins, p: region_head(
-        ins[0], l.num, l.coords, l.classes, l.softmax, l.background  # type: ignore[attr-defined]
+    "softmax": lambda ly, ins, p: softmax(ins[0], ly.groups, ly.temperature),  # type: ignore[attr-defined]
+    "route": lambda ly, ins, p: route(ins, ly.channel_slices()),  # type: ignore[attr-defined]
+    "reorg": lambda ly, ins, p: reorg(ins[0], ly.stride),  # type: ignore[attr-defined]
+    "shortcut": lambda ly, ins, p: shortcut(ins, ly.alpha, ly.beta, ly.activation),  # type: ignore[attr-defined]
+    "upsample": lambda ly, ins, p: upsample(ins[0], ly.factor, ly.scale),  # type: ignore[attr-defined]
+    "region": lambda ly, ins, p: region_head(
+        ins[0], ly.num, ly.coords, ly.classes, ly.softmax, ly.background  # type: ignore[attr-defined]
     ),
-    "yolo": lambda l, ins, p: yolo_head(ins[0], l.num, l.classes, l.scale_x_y, l.new_coords),  # type: ignore[attr-defined]
-    "crop": lambda l, ins, p: crop_center(
-        ins[0], *l.offsets(), l.crop_height, l.crop_width, not l.noadjust  # type: ignore[attr-defined]
-    ),
+    "yolo": lambda ly, ins, p: yolo_head(ins[0], ly.num, ly.classes, ly.scale_x_y, ly.new_coords),  # type: ignore[attr-defined]
+    "crop": lambda ly, ins, p: _crop(ly, ins[0]),
 }
 
 __all__ = [
