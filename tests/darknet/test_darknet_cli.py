@@ -77,3 +77,15 @@ def test_run_needs_weights():
     assert r.returncode == 1 and "--random-weights" in r.stderr
     r = _cli("run", YF_CFG, YF_W, "--image", "/nonexistent.jpg", "--engine", "reference")
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_info_ftp_cost_report_options():
+    """--grid/--fused append the FTP cost report; one without the other is an error."""
+    plain = _cli("info", DARKNET_CFGS / "yolov2-tiny.cfg")
+    r = _cli("info", DARKNET_CFGS / "yolov2-tiny.cfg", "--grid", "2x2", "--fused", "6")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(plain.stdout) and len(r.stdout) > len(plain.stdout) + 100
+    r = _cli("info", DARKNET_CFGS / "yolov2-tiny.cfg", "--grid", "2x2")
+    assert r.returncode == 1 and "--fused" in r.stderr
+    r = _cli("info", DARKNET_CFGS / "yolov2-tiny.cfg", "--grid", "2by2", "--fused", "3")
+    assert r.returncode == 2 and "grid must look like 3x3" in r.stderr
