@@ -102,3 +102,13 @@ def match_detections(
         if best_iou < min_iou:
             problems.append(f"IoU {best_iou:.3f} < {min_iou} for {d} vs {t}")
     return problems
+
+
+def assert_same_detections(ours: list[Detection], theirs: list[Detection], *, score_tol: float = 1e-5,
+                           px_tol: float = 1e-3) -> None:
+    """Identical detections up to float rounding: same objects in the same order, scores within
+    ``score_tol`` and corners within ``px_tol`` pixels (tiles may sum in another order)."""
+    assert [(d.label, d.class_id) for d in ours] == [(d.label, d.class_id) for d in theirs], (ours, theirs)
+    for a, b in zip(ours, theirs):
+        assert abs(a.score - b.score) <= score_tol, (a, b)
+        assert np.allclose([a.x1, a.y1, a.x2, a.y2], [b.x1, b.y1, b.x2, b.y2], rtol=0, atol=px_tol), (a, b)

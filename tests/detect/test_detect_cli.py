@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import IMAGES, YOLO_FASTEST
+from detect_opencv_ref import assert_same_detections
 from PIL import Image
 
 import deepthings
@@ -38,7 +39,7 @@ def test_detect_writes_annotated_images_and_json(tmp_path, dog_detections):
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     assert [Path(p["image"]).name for p in payload] == ["dog.jpg", "eagle.jpg"]
-    assert [deepthings.Detection(**d) for d in payload[0]["detections"]] == dog_detections
+    assert_same_detections([deepthings.Detection(**d) for d in payload[0]["detections"]], dog_detections)
     assert "bird" in {d["label"] for d in payload[1]["detections"]}
     assert Image.open(out / "dog.jpg").size == (768, 576)
     assert json.loads((out / "dog.json").read_text())["detections"] == payload[0]["detections"]
@@ -120,7 +121,7 @@ def test_detect_on_a_local_cluster_matches_one_device(tmp_path, dog_detections):
     proc = _run("detect", str(DOG), "--local-cluster", "2", "--grid", "2x2", "--fused", "10", "--out",
                 str(tmp_path), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert [deepthings.Detection(**d) for d in json.loads(proc.stdout)[0]["detections"]] == dog_detections
+    assert_same_detections([deepthings.Detection(**d) for d in json.loads(proc.stdout)[0]["detections"]], dog_detections)
     assert "local cluster, 2 edges, 2x2 tiles over layers 0..9" in proc.stderr
 
 
@@ -133,7 +134,8 @@ def test_detect_through_a_running_gateway(tmp_path, dog_detections):
         proc = _run("detect", str(DOG), "--gateway", address, "--key", str(key_file), "--out", str(tmp_path),
                     "--json", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-        assert [deepthings.Detection(**d) for d in json.loads(proc.stdout)[0]["detections"]] == dog_detections
+        assert_same_detections([deepthings.Detection(**d) for d in json.loads(proc.stdout)[0]["detections"]],
+                               dog_detections)
         # Without the key the gateway does not answer: a clear error, no traceback.
         from deepthings.runtime.keys import ClusterKey
 
