@@ -7,6 +7,7 @@ import pytest
 
 import deepthings
 from deepthings.darknet import load_darknet
+from deepthings.errors import PlanError
 from deepthings.ftp import FTP
 
 from ftp_netgen import DARKNET_CFGS, IMAGES, YOLO_FASTEST, scale_of
@@ -144,3 +145,41 @@ def test_yolo_fastest_with_reuse_across_shortcuts(yolo_fastest):
         np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-5 * scale_of(want[h]))
     cost = plan.cost()
     assert cost.flops_tiles_reuse < cost.flops_tiles
+
+
+def _shrunk_cfg(path, side):
+    """The cfg text with the [net] input size replaced (keeps the test fast)."""
+    import re
+
+    text = path.read_text()
+    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={side}", text, count=1)
+    return re.sub(r"(?m)^\s*height\s*=.*$", f"height={side}", text, count=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", sorted(p.name for p in DARKNET_CFGS.glob("*.cfg")))
+def test_every_shared_cfg_longest_tileable_prefix(cfg):
+    """The longest prefix without a global layer of every shared cfg stitches exactly."""
+    from deepthings.darknet import network_from_cfg_text
+
+    path = DARKNET_CFGS / cfg
+    text = path.read_text() if "[crop]" in path.read_text() else _shrunk_cfg(path, 160)  # crop needs its size
+    shapes_only = network_from_cfg_text(text, random_seed=None, name=cfg)
+    L = next((layer.index for layer in shapes_only.layers if layer.spatial.kind == "global"), len(shapes_only.layers))
+    if L == 0:
+        with pytest.raises(PlanError, match=r"layer 0 \["):
+            FTP(shapes_only, grid=(1, 1), fused_layers=1)
+        return
+    net = network_from_cfg_text(text, random_seed=1, name=cfg, upto=L)
+    probe = FTP(net, grid=(1, 1), fused_layers=L)
+    n = min(3, *(probe.layer_shape(e)[1] for e in probe.exports))
+    m = min(3, *(probe.layer_shape(e)[2] for e in probe.exports))
+    plan = FTP(net, grid=(n, m), fused_layers=L)
+    x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
+    want = net.forward(x, end=L, outputs=list(plan.exports))
+    maps = plan.stitch_all([plan.run_tile(t.tile_id, x) for t in plan.tiles])
+    for e in plan.exports:
+        np.testing.assert_allclose(maps[e], want[e], rtol=0, atol=1e-5 * scale_of(want[e]), err_msg=f"{cfg} layer {e}")
+    if L < len(net.layers):
+        with pytest.raises(PlanError, match=rf"layer {L} \[{net.layers[L].type}\]"):
+            FTP(net, grid=(1, 1), fused_layers=L + 1)
