@@ -243,6 +243,18 @@ class ModnnGateway:
         self.close()
 
 
+def _gate(ready_file: str | None, start_file: str | None, timeout_s: float) -> None:
+    """Announce readiness and wait for the go (lets a benchmark change CPU caps in between)."""
+    if ready_file:
+        open(ready_file, "w").close()
+    if start_file:
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(start_file):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"MoDNN: start file {start_file} did not appear within {timeout_s:.0f}s")
+            time.sleep(0.02)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepthings.baselines.modnn_net", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--engine", default=None, help="native (default) or reference")
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--check", action="store_true", help="compare with a single-device forward pass")
+    g.add_argument("--ready-file", default=None, help="touched once every worker is set up")
+    g.add_argument("--start-file", default=None, help="wait for this file before the first frame")
     args = p.parse_args(argv)
     if args.role == "worker":
         run_worker(args.gateway, args.speed)
@@ -269,9 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ModnnGateway(args.bind, args.workers, cfg_path=args.cfg, fused=args.fused, weights_path=args.weights,
                       seed=None if args.weights else args.seed, engine=args.engine, threads=args.threads) as gw:
         x = rng.random(gw.net.input_shape, dtype=np.float32)
+        _gate(args.ready_file, args.start_file, gw.timeout_s)
         traces = []
+        t0 = time.perf_counter()
         for _ in range(args.frames):
             out, trace = gw.infer(x)
+            trace["done_s"] = time.perf_counter() - t0  # when this frame finished, from the first start
             traces.append(trace)
         result: dict[str, Any] = {"traces": traces, "speeds": gw.speeds}
         if args.check:

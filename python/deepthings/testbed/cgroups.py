@@ -50,6 +50,10 @@ class CgroupBackend:
     def create(self, name: str, cpu: float | None) -> None:
         raise NotImplementedError
 
+    def set_cpu(self, name: str, cpu: float | None) -> None:
+        """Change the group's CPU cap (cores; None = uncapped) while it runs."""
+        raise NotImplementedError
+
     def add_pid(self, name: str, pid: int) -> None:
         raise NotImplementedError
 
@@ -166,10 +170,12 @@ class CgroupV1(CgroupBackend):
     def create(self, name: str, cpu: float | None) -> None:
         for d in self.dirs(name):
             d.mkdir(parents=True, exist_ok=True)
-        cpu_dir = self.mounts["cpu"] / PARENT / name
-        _write(cpu_dir / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(self.mounts["cpu"] / PARENT / name / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        self.set_cpu(name, cpu)
+
+    def set_cpu(self, name: str, cpu: float | None) -> None:
         quota = -1 if cpu is None else max(1000, int(round(cpu * CFS_PERIOD_US)))
-        _write(cpu_dir / "cpu.cfs_quota_us", str(quota))
+        _write(self.mounts["cpu"] / PARENT / name / "cpu.cfs_quota_us", str(quota))
 
     def add_pid(self, name: str, pid: int) -> None:
         for d in self.dirs(name):
@@ -245,10 +251,12 @@ class CgroupV2(CgroupBackend):
         self._enable(self.root, ("cpu", "memory"))
         parent.mkdir(exist_ok=True)
         self._enable(parent, ("cpu", "memory"))
-        d = parent / name
-        d.mkdir(exist_ok=True)
+        (parent / name).mkdir(exist_ok=True)
+        self.set_cpu(name, cpu)
+
+    def set_cpu(self, name: str, cpu: float | None) -> None:
         quota = "max" if cpu is None else str(max(1000, int(round(cpu * CFS_PERIOD_US))))
-        _write(d / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        _write(self.root / PARENT / name / "cpu.max", f"{quota} {CFS_PERIOD_US}")
 
     def add_pid(self, name: str, pid: int) -> None:
         _write(self.root / PARENT / name / "cgroup.procs", str(pid))

@@ -341,6 +341,15 @@ class Testbed:
             for name in self.nodes
         }
 
+    def set_cpu(self, node: str | int, cpu: float | None) -> None:
+        """Change a node's CPU cap while it runs (None = uncapped; the spec is not changed).
+
+        Experiments start processes uncapped so imports and model loading do not take minutes,
+        then apply the device's cap before the first measured frame.
+        """
+        assert self._cg is not None
+        self._cg.set_cpu(self.cgroup(node), cpu)
+
     def pids(self, node: str | int) -> list[int]:
         """Processes currently in a node's cgroup."""
         assert self._cg is not None
