@@ -278,3 +278,17 @@ def test_packet_loss_is_emulated():
         out, _ = srv.communicate(timeout=60)
         delivered = int(out) / 2000
         assert 0.55 < delivered < 0.85, delivered  # binomial sd ~1%: generous bounds
+
+
+@needs_root
+def test_guarantee_cpu_raises_priority():
+    with Testbed(device_specs(1, cpu="0.3"), guarantee_cpu=True) as tb:
+        cg = tb._cg
+        if cg.version == 1:
+            assert int((cg.mounts["cpu"] / "deepthings-testbed" / "cpu.shares").read_text()) >= 10 * 1024
+        else:
+            assert int((cg.root / "deepthings-testbed" / "cpu.weight").read_text()) >= 1000
+        busy = "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"
+        t0 = time.monotonic()
+        tb.run(0, [sys.executable, "-c", busy], timeout=60, check=True)
+        assert tb.usage()["d0"]["cpu_s"] < 0.3 * (time.monotonic() - t0) * 1.25 + 0.05  # still capped

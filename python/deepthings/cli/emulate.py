@@ -45,6 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--gateway-loss", default=None, help="gateway link loss (default: --loss)")
     p.add_argument("--edge", default=None, metavar="CMD",
                    help="command started in every device namespace (placeholders as above)")
+    p.add_argument("--guarantee-cpu", action="store_true",
+                   help="give the emulated devices CPU priority over other work on this machine, so each "
+                        "gets its whole quota (the quota still caps it)")
     p.add_argument("--ignore-missing-netem", action="store_true",
                    help="on kernels without sch_netem, emulate rate and loss but no delay instead of refusing")
     p.add_argument("--stats", default=None, metavar="JSON",
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     edge_template = shlex.split(args.edge) if args.edge else None
     # SIGINT reaches us as KeyboardInterrupt; the Testbed turns SIGTERM/SIGHUP into one too.
-    tb = Testbed(specs, gateway=gateway, ignore_missing_netem=args.ignore_missing_netem)
+    tb = Testbed(specs, gateway=gateway, ignore_missing_netem=args.ignore_missing_netem,
+                 guarantee_cpu=args.guarantee_cpu)
     status = 0
     with tb:
         print(tb.describe(), file=sys.stderr)

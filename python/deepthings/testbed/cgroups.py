@@ -54,6 +54,15 @@ class CgroupBackend:
         """Change the group's CPU cap (cores; None = uncapped) while it runs."""
         raise NotImplementedError
 
+    def set_priority(self, high: bool) -> None:
+        """Weight of all testbed groups against the rest of the machine (CFS shares/weight).
+
+        High priority makes each emulated device get its whole quota on a busy machine; the
+        quota still caps it, so the testbed never takes more than the sum of its quotas
+        (plus whatever uncapped nodes use).
+        """
+        raise NotImplementedError
+
     def add_pid(self, name: str, pid: int) -> None:
         raise NotImplementedError
 
@@ -177,6 +186,11 @@ class CgroupV1(CgroupBackend):
         quota = -1 if cpu is None else max(1000, int(round(cpu * CFS_PERIOD_US)))
         _write(self.mounts["cpu"] / PARENT / name / "cpu.cfs_quota_us", str(quota))
 
+    def set_priority(self, high: bool) -> None:
+        parent = self.mounts["cpu"] / PARENT
+        parent.mkdir(exist_ok=True)
+        _write(parent / "cpu.shares", str(100 * 1024 if high else 1024))
+
     def add_pid(self, name: str, pid: int) -> None:
         for d in self.dirs(name):
             _write(d / "cgroup.procs", str(pid))
@@ -257,6 +271,13 @@ class CgroupV2(CgroupBackend):
     def set_cpu(self, name: str, cpu: float | None) -> None:
         quota = "max" if cpu is None else str(max(1000, int(round(cpu * CFS_PERIOD_US))))
         _write(self.root / PARENT / name / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+
+    def set_priority(self, high: bool) -> None:
+        parent = self.root / PARENT
+        if not parent.is_dir():
+            self._enable(self.root, ("cpu", "memory"))
+            parent.mkdir(exist_ok=True)
+        _write(parent / "cpu.weight", "10000" if high else "100")
 
     def add_pid(self, name: str, pid: int) -> None:
         _write(self.root / PARENT / name / "cgroup.procs", str(pid))

@@ -70,6 +70,8 @@ class Settings:
     seed: int = 1
     modnn: bool = True
     ftp: bool = True
+    # Emulated devices get their whole quota even when the machine is busy (CFS priority).
+    guarantee_cpu: bool = True
     timeout_s: float = 240.0  # per run; a hung run is recorded as failed, the suite goes on
 
     @property
@@ -122,7 +124,7 @@ def _env() -> dict[str, str]:
 def _testbed(settings: Settings, k: int) -> Testbed:
     specs = device_specs(k, cpu=settings.cpu, rate=settings.rate, delay=settings.delay, loss=settings.loss)
     gateway = DeviceSpec(cpu=settings.gateway_cpu, link=LinkSpec(settings.rate, settings.delay, settings.loss))
-    return Testbed(specs, gateway=gateway, ignore_missing_netem=True)
+    return Testbed(specs, gateway=gateway, ignore_missing_netem=True, guarantee_cpu=settings.guarantee_cpu)
 
 
 def _json_line(out: str, what: str) -> dict:
@@ -533,7 +535,8 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         f"devices emulated as network namespaces, each capped at {s['cpu']} cores (cgroup CFS quota), "
         f"links {s['rate'] or 'unshaped'}{' + ' + s['delay'] if s['delay'] else ''} per direction (tc htb"
         f"{'/netem' if s['delay'] or s['loss'] else ''}), gateway "
-        f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}. "
+        f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}"
+        f"{'; testbed cgroups have CPU priority over other work' if s.get('guarantee_cpu') else ''}. "
         f"{s['frames']} timed frames per point after a warm-up frame; median latency. "
         f"Machine: {meta['machine']['cpus']} CPUs, kernel {meta['machine']['kernel']}; "
         f"suite took {meta['suite_s']:.0f} s; load average {meta.get('loadavg_at_start', [0])[0]:.1f} at the start, "
@@ -666,6 +669,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--rate", default=None, help="link rate per direction (default 100mbit)")
     p.add_argument("--delay", default=None, help="link delay (needs sch_netem)")
     p.add_argument("--out", default=None, help="output directory (default benchmarks/results/paper)")
+    p.add_argument("--no-guarantee-cpu", action="store_true",
+                   help="do not give the emulated devices CPU priority over other work on the machine")
     p.add_argument("--no-modnn", action="store_true")
     p.add_argument("--no-ftp", action="store_true")
     return p
@@ -708,6 +713,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     s.delay = args.delay
     if args.out:
         s.out = args.out
+    s.guarantee_cpu = not args.no_guarantee_cpu
     s.modnn = not args.no_modnn
     s.ftp = not args.no_ftp
     return s

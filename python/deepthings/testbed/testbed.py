@@ -65,6 +65,8 @@ class Testbed:
     """K emulated devices and a gateway, each a network namespace with a shaped link and a CPU cap.
 
     Nodes are named ``"gw"`` (also ``"gateway"``) and ``"d0" .. "d{K-1}"`` (also plain ints).
+    ``guarantee_cpu`` gives the testbed's cgroups priority over the rest of the machine, so a
+    device gets its whole quota even when other work competes for the cores.
     """
 
     __test__ = False
@@ -76,6 +78,7 @@ class Testbed:
         gateway: DeviceSpec | None = None,
         ignore_missing_netem: bool = False,
         prefix: str | None = None,
+        guarantee_cpu: bool = False,
     ):
         if isinstance(devices, int):
             devices = [DeviceSpec()] * devices
@@ -84,6 +87,7 @@ class Testbed:
         self.device_specs: list[DeviceSpec] = list(devices)
         self.gateway_spec: DeviceSpec = gateway if gateway is not None else DeviceSpec()
         self.ignore_missing_netem = ignore_missing_netem
+        self.guarantee_cpu = guarantee_cpu
         self._requested_prefix = prefix
         self.prefix: str = ""
         self.netem_dropped = False
@@ -166,6 +170,8 @@ class Testbed:
         try:
             self._write_state()
             self._up = True
+            if self.guarantee_cpu:
+                self._cg.set_priority(True)
             network.add_namespace(self.bridge_namespace)
             network.add_bridge(self.bridge_namespace)
             for name in self.nodes:
