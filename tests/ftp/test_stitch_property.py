@@ -14,7 +14,7 @@ from deepthings.ftp import FTP, Region
 from ftp_netgen import ENGINES, random_cfg, scale_of
 
 
-def _plan(data, text, shapes):
+def _plan(data, text):
     """A random plan over a random fused prefix, with a grid every exported map allows."""
     net = network_from_cfg_text(text, random_seed=data.draw(st.integers(0, 2**16)))
     L = data.draw(st.integers(1, len(net.layers)))
@@ -31,8 +31,8 @@ def _plan(data, text, shapes):
 @given(data=st.data(), net_text=random_cfg())
 def test_stitched_tiles_equal_full_forward(engine, data, net_text):
     """Stitched tiles == unpartitioned forward, and so does the rest of the net after them."""
-    text, shapes = net_text
-    net, plan = _plan(data, text, shapes)
+    text, _ = net_text
+    net, plan = _plan(data, text)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     x = rng.standard_normal(net.input_shape).astype(np.float32)
     want = net.forward(x, engine=engine, outputs=list(plan.exports) + [len(net.layers) - 1])
@@ -55,8 +55,8 @@ def test_stitched_tiles_equal_full_forward(engine, data, net_text):
 @given(data=st.data(), net_text=random_cfg(pointwise_and_pool_only=True))
 def test_pool_route_shortcut_upsample_are_bit_identical(data, net_text):
     """Without convolutions the same arithmetic runs per pixel: tiles are bit-identical."""
-    text, shapes = net_text
-    net, plan = _plan(data, text, shapes)
+    text, _ = net_text
+    net, plan = _plan(data, text)
     x = np.random.default_rng(1).standard_normal(net.input_shape).astype(np.float32)
     want = net.forward(x, end=plan.fused_layers, engine="reference")
     got = plan.stitch([plan.run_tile(t.tile_id, x, "reference") for t in plan.tiles])
@@ -67,8 +67,8 @@ def test_pool_route_shortcut_upsample_are_bit_identical(data, net_text):
 @given(data=st.data(), net_text=random_cfg(max_layers=9))
 def test_plan_invariants(data, net_text):
     """Cells partition every exported map, grids are balanced, regions nest inside the maps."""
-    text, shapes = net_text
-    net, plan = _plan(data, text, shapes)
+    text, _ = net_text
+    net, plan = _plan(data, text)
     n, m = plan.grid
     for e in plan.exports:
         _, h, w = plan.layer_shape(e)
