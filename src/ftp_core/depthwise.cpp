@@ -8,6 +8,11 @@
 
 namespace ftp {
 
+#if defined(DT_ARCH_X86)
+void f32_dwconv_channel_avx2(const float* x, int H, int W, const float* w, int kh, int kw, float bias,
+                             int sh, int sw, Pad4 pad, Act act, float* y, int OH, int OW);
+#endif
+
 void depthwise_conv2d(const float* in, int C, int H, int W, const float* w, int kh, int kw,
                       const float* bias, int sh, int sw, Pad4 pad, Act act, float* out) {
   const int OH = window_out(H, pad.top, pad.bottom, kh, sh);
@@ -21,7 +26,7 @@ void depthwise_conv2d(const float* in, int C, int H, int W, const float* w, int 
     ox_lo[kx] = std::min(lo, OW);
     ox_hi[kx] = std::max(ox_lo[kx], std::min(hi, OW));
   }
-  auto channel = [&](size_t c, int) {
+  auto channel = [&](size_t c) {
     const float* x = in + c * H * W;
     const float* wc = w + c * kh * kw;
     float* y = out + c * OH * OW;
@@ -48,7 +53,20 @@ void depthwise_conv2d(const float* in, int C, int H, int W, const float* w, int 
       act_inplace(act, yr, OW);
     }
   };
-  global_pool()->parallel_for(C, channel);
+#if defined(DT_ARCH_X86)
+  const Isa isa = active_isa();
+  if (isa == Isa::avx2 || isa == Isa::avx512) {
+    global_pool()->parallel_for_chunks(C, (size_t)OH * OW * kh * kw, [&](size_t c0, size_t c1) {
+      for (size_t c = c0; c < c1; ++c)
+        f32_dwconv_channel_avx2(in + c * H * W, H, W, w + c * kh * kw, kh, kw, bias ? bias[c] : 0.f, sh, sw,
+                                pad, act, out + c * OH * OW, OH, OW);
+    });
+    return;
+  }
+#endif
+  global_pool()->parallel_for_chunks(C, (size_t)OH * OW * kh * kw, [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; ++c) channel(c);
+  });
 }
 
 }  // namespace ftp

@@ -71,11 +71,8 @@ void shortcut(const float* prev, int C2, int H2, int W2, const float* add, int C
 
 void connected(const float* x, size_t I, const float* w, size_t O, const float* bias, Act act,
                float* y) {
-  constexpr size_t kRowsPerTask = 16;
-  const size_t tasks = (O + kRowsPerTask - 1) / kRowsPerTask;
-  global_pool()->parallel_for(tasks, [&](size_t t, int) {
-    const size_t o1 = std::min(O, (t + 1) * kRowsPerTask);
-    for (size_t o = t * kRowsPerTask; o < o1; ++o) {
+  global_pool()->parallel_for_chunks(O, I, [&](size_t o0, size_t o1) {
+    for (size_t o = o0; o < o1; ++o) {
       const float* wr = w + o * I;
       // Eight independent partial sums: vectorisable without -ffast-math.
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -13,7 +13,7 @@ void maxpool2d(const float* in, int C, int H, int W, int kh, int kw, int sh, int
                float* out) {
   const int OH = window_out(H, pad.top, pad.bottom, kh, sh);
   const int OW = window_out(W, pad.left, pad.right, kw, sw);
-  auto channel = [&](size_t c, int) {
+  auto channel = [&](size_t c) {
     thread_local std::vector<float> rowmax;
     rowmax.resize((size_t)H * OW);
     const float* x = in + c * H * W;
@@ -42,7 +42,9 @@ void maxpool2d(const float* in, int C, int H, int W, int kh, int kw, int sh, int
       }
     }
   };
-  global_pool()->parallel_for(C, channel);
+  global_pool()->parallel_for_chunks(C, (size_t)H * OW + (size_t)OH * OW * kh, [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; ++c) channel(c);
+  });
 }
 
 void global_avgpool(const float* in, int C, int H, int W, float* out) {

@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -26,9 +27,15 @@ class ThreadPool {
   // Tasks are handed out dynamically. Calls from several host threads are serialised.
   void parallel_for(size_t num_tasks, const std::function<void(size_t, int)>& fn);
 
+  // Splits [0, num_items) into contiguous chunks of enough work to be worth a thread
+  // (work_per_item ~ multiply-adds) and runs fn(begin, end) on them; inline if small.
+  void parallel_for_chunks(size_t num_items, size_t work_per_item,
+                           const std::function<void(size_t, size_t)>& fn);
+
  private:
   void worker_loop(int thread_id);
-  void run_tasks(int thread_id);
+  // Claims and runs tasks of call `gen` until none are left; returns how many it ran.
+  void run_tasks(uint32_t gen, int thread_id);
 
   int num_threads_;
   std::vector<std::thread> workers_;
@@ -37,10 +44,12 @@ class ThreadPool {
   std::condition_variable wake_;
   std::condition_variable done_cv_;
   const std::function<void(size_t, int)>* fn_ = nullptr;
-  size_t num_tasks_ = 0;
-  std::atomic<size_t> next_task_{0};
-  std::atomic<int> busy_workers_{0};
-  std::atomic<unsigned> generation_{0};
+  std::atomic<size_t> num_tasks_{0};
+  // High 32 bits: call generation; low 32 bits: next task index. One atomic, so a worker that
+  // wakes late can never claim a task of a newer call with an index of an older one.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<size_t> done_{0};
+  std::atomic<bool> caller_sleeping_{false};
   bool stop_ = false;
 };
 

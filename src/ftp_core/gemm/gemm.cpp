@@ -46,6 +46,8 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
                  bool parallel) {
   if (M == 0 || N == 0) return;
   const size_t mr = k.mr, nr = k.nr;
+  // Small products run inline: waking a worker costs more than ~128k multiply-adds.
+  if ((double)M * N * K < (double)(1 << 17)) parallel = false;
   std::shared_ptr<ThreadPool> pool = parallel ? global_pool() : nullptr;
   const size_t T = pool ? pool->num_threads() : 1;
   if (K == 0) {
