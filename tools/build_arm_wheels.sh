@@ -43,6 +43,8 @@ for t in "${targets[@]}"; do
     *) echo "build_arm_wheels.sh: unknown target '$t' (aarch64 or armv7)" >&2; exit 2 ;;
   esac
   tools/arm/fetch_python_headers.sh "$arch" "build/arm-sysroot/$triplet" >/dev/null
+  # The target's interpreter (run under qemu at configure time) lives in the emulated root.
+  tools/arm/make_root.sh "$arch" "build/arm-roots/$arch" >/dev/null
   wheel="wheelhouse/deepthings-$version-cp311-cp311-$plat.whl"
   rm -f "$wheel"
   log="build/arm/$t.log"
@@ -53,6 +55,7 @@ for t in "${targets[@]}"; do
   if ! SETUPTOOLS_EXT_SUFFIX=".cpython-311-$triplet.so" \
        CMAKE_BUILD_PARALLEL_LEVEL="$jobs" \
        DEEPTHINGS_PY_SYSROOT="$repo/build/arm-sysroot/$triplet" \
+       DEEPTHINGS_TARGET_ROOT="$repo/build/arm-roots/$arch" \
        "$py" -m pip wheel . --no-deps --no-build-isolation -q -w wheelhouse \
          -C "build-dir=build/arm/$t" \
          -C "cmake.define.CMAKE_TOOLCHAIN_FILE=$repo/cmake/toolchains/$triplet.cmake" \

@@ -4,6 +4,7 @@
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(DT_TRIPLET aarch64-linux-gnu)
 set(DT_SOABI_ARCH aarch64-linux-gnu)
+set(DT_DEB_ARCH arm64)
 set(DT_QEMU_ARCH aarch64)
 set(CMAKE_C_FLAGS_INIT "-march=armv8-a -mtune=cortex-a72")
 set(CMAKE_CXX_FLAGS_INIT "-march=armv8-a -mtune=cortex-a72")

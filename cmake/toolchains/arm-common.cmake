@@ -46,8 +46,27 @@ set(PYTHON_MODULE_EXTENSION ".cpython-311-${DT_SOABI_ARCH}.so" CACHE INTERNAL ""
 set(PYTHON_MODULE_DEBUG_POSTFIX "" CACHE INTERNAL "")
 set(PYTHON_IS_DEBUG OFF CACHE INTERNAL "")
 
-# Lets CMake's try_run / tests run target binaries (qemu-user, if installed).
-find_program(DT_QEMU qemu-${DT_QEMU_ARCH}-static qemu-${DT_QEMU_ARCH})
-if(DT_QEMU)
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${DT_QEMU} -L /usr/${DT_TRIPLET})
+# FindPython insists on an interpreter of the target's pointer size next to
+# Development.Module (a 64-bit host Python is "Wrong architecture" for armv7): give it the
+# target's own CPython 3.11 from the emulated userland (tools/arm/make_root.sh), run by
+# qemu-user through binfmt_misc. QEMU_LD_PREFIX points qemu at that root's loader and libs.
+# It also makes FindPython report the target's real version and SOABI.
+if(NOT DEFINED DEEPTHINGS_TARGET_ROOT)
+  if(DEFINED ENV{DEEPTHINGS_TARGET_ROOT})
+    set(DEEPTHINGS_TARGET_ROOT "$ENV{DEEPTHINGS_TARGET_ROOT}")
+  else()
+    get_filename_component(DEEPTHINGS_TARGET_ROOT
+      "${CMAKE_CURRENT_LIST_DIR}/../../build/arm-roots/${DT_DEB_ARCH}" ABSOLUTE)
+  endif()
 endif()
+set(DEEPTHINGS_TARGET_ROOT "${DEEPTHINGS_TARGET_ROOT}" CACHE PATH "emulated target userland")
+if(NOT EXISTS "${DEEPTHINGS_TARGET_ROOT}/usr/bin/python3.11")
+  message(FATAL_ERROR "no target Python at ${DEEPTHINGS_TARGET_ROOT}/usr/bin/python3.11: run "
+                      "tools/arm/make_root.sh ${DT_DEB_ARCH} ${DEEPTHINGS_TARGET_ROOT}")
+endif()
+set(ENV{QEMU_LD_PREFIX} "${DEEPTHINGS_TARGET_ROOT}")
+set(Python_EXECUTABLE "${DEEPTHINGS_TARGET_ROOT}/usr/bin/python3.11" CACHE FILEPATH "target CPython" FORCE)
+set(Python3_EXECUTABLE "${Python_EXECUTABLE}" CACHE FILEPATH "target CPython" FORCE)
+
+find_program(DT_QEMU qemu-${DT_QEMU_ARCH}-static qemu-${DT_QEMU_ARCH} REQUIRED)
+set(CMAKE_CROSSCOMPILING_EMULATOR ${DT_QEMU} -L ${DEEPTHINGS_TARGET_ROOT})

@@ -5,6 +5,7 @@
 set(CMAKE_SYSTEM_PROCESSOR armv7l)
 set(DT_TRIPLET arm-linux-gnueabihf)
 set(DT_SOABI_ARCH arm-linux-gnueabihf)
+set(DT_DEB_ARCH armhf)
 set(DT_QEMU_ARCH arm)
 set(CMAKE_C_FLAGS_INIT "-march=armv7-a -mfpu=neon -mfloat-abi=hard")
 set(CMAKE_CXX_FLAGS_INIT "-march=armv7-a -mfpu=neon -mfloat-abi=hard")

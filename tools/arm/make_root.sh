@@ -15,7 +15,7 @@
 #   - byte-compiled .pyc for the stdlib and dist-packages, made by the host's CPython 3.11
 #     (bytecode is architecture independent; a stale or mismatched .pyc is just recompiled).
 # Idempotent: a finished root (marker .deepthings-root-ok) is reused; a half-built one is
-# removed and rebuilt. Docs, man pages and locales are left out.
+# removed and rebuilt.
 set -euo pipefail
 arch=${1:?usage: make_root.sh arm64|armhf DIR}
 dir=${2:?usage: make_root.sh arm64|armhf DIR}
@@ -45,15 +45,11 @@ mkdir -p "$(dirname "$dir")"
 pkgs=python3,python3-numpy,python3-pytest,python3-pytest-timeout,python3-hypothesis,python3-zmq
 pkgs+=,python3-msgpack,python3-pil,python3-pip-whl,base-passwd
 
+# No dpkg path-exclude filters: with them mmdebstrap pipes every package through a Python
+# filter (mmtarfilter), slower than writing the few MB of docs.
 mmdebstrap --mode=root --variant=extract --architectures="$arch" \
   --include="$pkgs" \
-  --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/doc/*' \
-  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --dpkgopt='path-exclude=/usr/share/info/*' \
   --aptopt='Acquire::Retries "3"' \
-  --skip=cleanup/apt/lists \
   "$suite" "$dir" "$mirror"
 
 lib="$dir/usr/lib/$triplet"

@@ -78,18 +78,19 @@ in_root() {
     DEEPTHINGS_SHARED=/opt/dt-shared DEEPTHINGS_EXPECT_WHEEL="/opt/dt-wheels/$wname" \
     PYTHONUNBUFFERED=1 "$@"
 }
+chroot_bin=$(command -v chroot)
 t0=$(date +%s)
-in_root chroot "$root" /usr/bin/python3 -m venv --without-pip --system-site-packages /opt/dt-venv
-in_root PYTHONPATH=/opt/dt-pip chroot "$root" /opt/dt-venv/bin/python -m pip install -q --no-deps \
+in_root "$chroot_bin" "$root" /usr/bin/python3 -m venv --without-pip --system-site-packages /opt/dt-venv
+in_root PYTHONPATH=/opt/dt-pip "$chroot_bin" "$root" /opt/dt-venv/bin/python -m pip install -q --no-deps \
   --no-index --no-cache-dir --disable-pip-version-check "/opt/dt-wheels/$wname"
 t1=$(date +%s)
 echo "run_emulated_tests.sh: $arch: $wname installed by the target's pip ($((t1 - t0)) s)"
-in_root chroot "$root" /opt/dt-venv/bin/python -c \
+in_root "$chroot_bin" "$root" /opt/dt-venv/bin/python -c \
   "import platform, deepthings._core as c; print('run_emulated_tests.sh: %s: %s, ISAs %s, active %s, kernel %s' % (platform.machine(), c.build_info().split(' (')[0], c.available_isas(), c.active_isa(), c.active_kernel()[0]))"
 
 status=0
 # shellcheck disable=SC2086
-in_root chroot "$root" /opt/dt-venv/bin/python -m pytest -p no:cacheprovider \
+in_root "$chroot_bin" "$root" /opt/dt-venv/bin/python -m pytest -p no:cacheprovider \
   --rootdir /opt/dt-tests -c /opt/dt-tests/pyproject.toml -q --durations=8 \
   ${ARM_PYTEST_ARGS:-} "$@" "${targets[@]}" || status=$?
 t2=$(date +%s)
