@@ -231,3 +231,29 @@ def test_random_weights_keep_activations_order_one(cfg: Path, size: int | None) 
 def test_activation_helper_is_darknet_leaky() -> None:
     x = np.array([-2.0, 0.0, 3.0], np.float32)
     np.testing.assert_array_equal(activate(x, "leaky"), np.array([-0.2, 0.0, 3.0], np.float32))
+
+
+def test_upto_with_too_short_file_still_errors(tmp_path: Path) -> None:
+    """upto=L reads only the first bytes, but a file shorter than those is still caught."""
+    path = tmp_path / "cut.weights"
+    path.write_bytes(YF_W.read_bytes()[:3000])
+    with pytest.raises(WeightsError) as info:
+        load_darknet(YF_CFG, path, upto=40)
+    msg = str(info.value)
+    assert "truncated" in msg and "file has 3000" in msg and str(path) in msg
+
+
+def test_weights_without_batchnorm_are_shared_not_copied(tmp_path: Path) -> None:
+    """A net with nothing to fold keeps its parameters as views of one writable buffer."""
+    text = "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=4\nsize=3\npad=1\n" \
+           "[connected]\noutput=5\n"
+    cfg = tmp_path / "nobn.cfg"
+    cfg.write_text(text)
+    path = tmp_path / "nobn.weights"
+    write_random_weights(cfg, path, seed=2)
+    net = load_darknet(cfg, path)
+    conv, fc = net.layers
+    assert conv.weight.base is not None and conv.weight.flags.writeable
+    assert np.shares_memory(conv.weight, fc.weight) is False
+    again = load_darknet(cfg, path.read_bytes())  # bytes: private copies
+    np.testing.assert_array_equal(again.layers[1].weight, fc.weight)

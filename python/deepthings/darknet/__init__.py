@@ -18,6 +18,7 @@ from deepthings.darknet.weights import (
     expected_bytes,
     load_weights,
     random_weights_bytes,
+    read_weights_file,
     randomize_layers,
     serialize_layers,
 )
@@ -110,16 +111,10 @@ def load_darknet(
     header = None
     if weights_path is not None:
         if isinstance(weights_path, (bytes, bytearray, memoryview)):
-            data, source = bytes(weights_path), f"<weights bytes for {name}>"
+            header = load_weights(layers, weights_path, f"<weights bytes for {name}>", upto)
         else:
-            source = str(weights_path)
-            try:
-                data = Path(weights_path).read_bytes()
-            except FileNotFoundError:
-                raise WeightsError(f"{source}: weights file not found") from None
-            except OSError as exc:
-                raise WeightsError(f"{source}: cannot read weights file: {exc.strerror}") from None
-        header = load_weights(layers, data, source, upto)
+            buf, size = read_weights_file(weights_path, layers, upto)
+            header = load_weights(layers, buf, str(weights_path), upto, file_size=size)
     elif random_seed is not None:
         randomize_layers(layers, random_seed, upto)
     from deepthings.engine.network import Network

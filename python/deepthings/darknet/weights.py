@@ -6,6 +6,7 @@ then, layer by layer in cfg order, the float32 arrays of ``Layer.param_layout()`
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -70,21 +71,34 @@ def expected_bytes(layers: Sequence[Layer], header: WeightsHeader = DEFAULT_HEAD
 
 def load_weights(
     layers: Sequence[Layer],
-    data: bytes | memoryview,
+    data: bytes | memoryview | np.ndarray,
     source: str = "<bytes>",
     upto: int | None = None,
+    file_size: int | None = None,
 ) -> WeightsHeader:
-    """Fill layers [0, upto) from ``data`` (the whole .weights file) and fold batch-norm.
+    """Fill layers [0, upto) from ``data`` (the .weights file's bytes) and fold batch-norm.
 
     With ``upto=None`` the file must hold exactly the parameters of every layer. With ``upto``
-    the bytes of later layers may be absent (or present: they are ignored).
+    the bytes of later layers may be absent (or present: they are ignored). ``file_size`` is
+    the size of the whole file when ``data`` holds only its first bytes (for messages).
+
+    ``data`` given as a private writable uint8 array (see ``read_weights_file``) is used
+    without copying when no layer folds batch-norm (VGG/AlexNet: hundreds of MB).
     """
     header = parse_header(data, source)
     # AlexeyAB's darknet marks files whose connected weights are stored transposed.
     transpose = header.major > 1000 or header.minor > 1000
     stop = len(layers) if upto is None else max(0, min(upto, len(layers)))
     total = expected_bytes(layers, header, None if upto is None else stop)
-    size = len(data)
+    size = len(data) if file_size is None else file_size
+    avail = len(data)
+    # Views are safe only into a writable buffer nobody else holds, and only pay when nothing
+    # is folded: folded layers get new arrays, and a view would pin the whole buffer.
+    share = (
+        isinstance(data, np.ndarray)
+        and data.flags.writeable
+        and not any(getattr(layer, "batch_normalize", False) for layer in layers[:stop])
+    )
     offset = header.nbytes
     for layer in layers[:stop]:
         layout = layer.param_layout()
@@ -94,7 +108,7 @@ def load_weights(
         for name, shape in layout:
             count = int(np.prod(shape))
             nbytes = 4 * count
-            if offset + nbytes > size:
+            if offset + nbytes > min(size, avail):
                 raise WeightsError(
                     f"{source}: truncated: expected {total} bytes, file has {size}; ran out at "
                     f"layer {layer.index} [{layer.type}] ({layer.cfg_path}:{layer.line}) reading "
@@ -102,8 +116,8 @@ def load_weights(
                 )
             arr = np.frombuffer(data, dtype="<f4", count=count, offset=offset)
             if transpose and layer.type == "connected" and name == "weights":
-                arr = arr.reshape(shape[::-1]).T
-            raw[name] = np.array(arr, dtype=np.float32).reshape(shape)
+                arr = np.ascontiguousarray(arr.reshape(shape[::-1]).T)
+            raw[name] = (arr if share else np.array(arr, dtype=np.float32)).reshape(shape)
             offset += nbytes
         layer.set_params(raw)
     if upto is None and offset != size:
@@ -112,6 +126,32 @@ def load_weights(
             f"{size} ({size - total} bytes too many: wrong cfg for these weights?)"
         )
     return header
+
+
+def read_weights_file(
+    path: str | os.PathLike[str], layers: Sequence[Layer], upto: int | None = None
+) -> tuple[np.ndarray, int]:
+    """(buffer, file size): the file's bytes as a writable uint8 array, read with one copy;
+    with ``upto`` only the bytes layers < upto need (an edge skips the rest)."""
+    source = str(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            want = size
+            if upto is not None:
+                head = f.read(20)
+                header = parse_header(head, source)
+                want = min(size, expected_bytes(layers, header, max(0, min(upto, len(layers)))))
+                f.seek(0)
+            buf = np.empty(want, dtype=np.uint8)
+            got = f.readinto(memoryview(buf))
+    except FileNotFoundError:
+        raise WeightsError(f"{source}: weights file not found") from None
+    except IsADirectoryError:
+        raise WeightsError(f"{source}: is a directory, not a weights file") from None
+    except OSError as exc:
+        raise WeightsError(f"{source}: cannot read weights file: {exc.strerror}") from None
+    return buf[:got], size
 
 
 def serialize_layers(
