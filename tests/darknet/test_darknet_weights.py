@@ -257,3 +257,10 @@ def test_weights_without_batchnorm_are_shared_not_copied(tmp_path: Path) -> None
     assert np.shares_memory(conv.weight, fc.weight) is False
     again = load_darknet(cfg, path.read_bytes())  # bytes: private copies
     np.testing.assert_array_equal(again.layers[1].weight, fc.weight)
+
+
+def test_absurd_layer_sizes_are_refused_not_allocated() -> None:
+    text = "[net]\nwidth=64\nheight=64\nchannels=3\n[connected]\noutput=99999999\n"
+    with pytest.raises(WeightsError, match="refusing"):
+        network_from_cfg_text(text, random_seed=0)
+    assert network_from_cfg_text(text, random_seed=None).layers[0].out_shape == (99999999, 1, 1)

@@ -252,7 +252,7 @@ def _random_raws(
 
 
 # A cfg mistake (filters=99999999) should be an error, not an attempt to allocate terabytes.
-_MAX_RANDOM_PARAMS = 1 << 30
+_MAX_RANDOM_PARAMS = 1 << 28  # 1 GiB of float32; VGG-16's largest layer has 103M
 
 
 def randomize_layers(layers: Sequence[Layer], seed: int = 0, upto: int | None = None,
