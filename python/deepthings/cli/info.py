@@ -84,6 +84,7 @@ def format_layer_table(net: Any) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    """Print the layer table (and the FTP cost report); exit code 0."""
     from deepthings.darknet import load_darknet
 
     net = load_darknet(args.cfg, args.weights)

@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    """Load, run once (or --repeat times), print shape/stats/time; exit code 0."""
     import numpy as np
 
     from deepthings.darknet import load_darknet

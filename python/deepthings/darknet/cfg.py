@@ -29,10 +29,12 @@ class Section:
         return f"{self.cfg_path}:{line}"
 
     def error(self, msg: str, key: str | None = None) -> CfgError:
+        """A CfgError naming file:line (of ``key`` if given), the layer index and type."""
         layer = "" if self.index is None else f"layer {self.index} "
         return CfgError(f"{self.where(key)}: {layer}[{self.type}] {msg}")
 
     def has(self, key: str) -> bool:
+        """Whether the section sets ``key``."""
         return key in self.options
 
     def _raw(self, key: str, default: object) -> str | None:
@@ -44,12 +46,14 @@ class Section:
         return None
 
     def get_str(self, key: str, default: object = None) -> str:
+        """String option; required when ``default`` is None."""
         raw = self._raw(key, default if default is not None else _REQUIRED)
         return raw if raw is not None else str(default)
 
     def get_int(
         self, key: str, default: object = None, *, min_value: int | None = None
     ) -> int:
+        """Integer option (``2.0`` accepted, ``2.5`` not); required when ``default`` is None."""
         raw = self._raw(key, _REQUIRED if default is None else default)
         if raw is None:
             value = int(default)  # type: ignore[call-overload]
@@ -70,6 +74,7 @@ class Section:
         return value
 
     def get_float(self, key: str, default: float | None = None) -> float:
+        """Finite float option; required when ``default`` is None."""
         raw = self._raw(key, _REQUIRED if default is None else default)
         if raw is None:
             return float(default)  # type: ignore[arg-type]
@@ -82,6 +87,7 @@ class Section:
         return value
 
     def get_int_list(self, key: str, default: list[int] | None = None) -> list[int]:
+        """Comma-separated integers (non-empty); required when ``default`` is None."""
         raw = self._raw(key, _REQUIRED if default is None else default)
         if raw is None:
             return list(default or [])
@@ -96,6 +102,7 @@ class Section:
         return out
 
     def get_float_list(self, key: str, default: list[float] | None = None) -> list[float]:
+        """Comma-separated finite floats; required when ``default`` is None."""
         raw = self._raw(key, _REQUIRED if default is None else default)
         if raw is None:
             return list(default or [])

@@ -144,6 +144,7 @@ class Layer:
         return target
 
     def error(self, msg: str) -> CfgError:
+        """A CfgError naming this layer's cfg file, line, index and type."""
         return CfgError(f"{self.cfg_path}:{self.line}: layer {self.index} [{self.type}] {msg}")
 
     # ----- parameters -------------------------------------------------------------------
@@ -152,14 +153,17 @@ class Layer:
         return []
 
     def param_count(self) -> int:
+        """Number of float32 values this layer reads from a .weights file."""
         return int(sum(int(np.prod(shape)) for _, shape in self.param_layout()))
 
     @property
     def has_weights(self) -> bool:
+        """Whether the layer has parameters in a .weights file."""
         return bool(self.param_layout())
 
     @property
     def weights_loaded(self) -> bool:
+        """Whether the parameters are set (always true for parameter-free layers)."""
         return self._loaded or not self.has_weights
 
     def set_params(self, raw: dict[str, np.ndarray]) -> None:
@@ -199,6 +203,7 @@ class Layer:
         return {name: out[name] for name, _ in self.param_layout()}
 
     def require_weights(self) -> None:
+        """Raise WeightsError if the parameters were never loaded (``upto=``)."""
         if not self.weights_loaded:
             raise WeightsError(
                 f"layer {self.index} [{self.type}] ({self.cfg_path}:{self.line}) has no weights "
@@ -215,6 +220,7 @@ class Layer:
         return 0
 
     def output_bytes(self) -> int:
+        """float32 bytes of the output map."""
         c, h, w = self.out_shape
         return 4 * c * h * w
 

@@ -28,9 +28,11 @@ class WeightsHeader:
 
     @property
     def nbytes(self) -> int:
+        """Header size: 16 or 20 bytes (``seen`` is 32 or 64 bits)."""
         return 12 + (8 if self.major * 10 + self.minor >= 2 else 4)
 
     def pack(self) -> bytes:
+        """The header as bytes."""
         head = struct.pack("<iii", self.major, self.minor, self.revision)
         if self.major * 10 + self.minor >= 2:
             return head + struct.pack("<Q", self.seen)

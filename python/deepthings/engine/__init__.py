@@ -18,7 +18,9 @@ class Engine(Protocol):
 
     def run_layer(
         self, layer: Any, inputs: list[np.ndarray], pad: tuple[int, int, int, int] | None = None
-    ) -> np.ndarray: ...
+    ) -> np.ndarray:
+        """Output of ``layer`` for ``inputs``; ``pad`` overrides its padding (tiles)."""
+        ...
 
 
 _ENGINES: dict[str, Engine] = {}
