@@ -111,6 +111,26 @@ def test_kill_9_of_an_edge_holding_stolen_tiles_loses_no_frame():
             observer.close()
 
 
+def test_kill_9_of_the_data_source_loses_no_handed_over_frame():
+    """The gateway holds every frame it accepted: when the data source dies, its queued tasks are
+    re-issued from there, and later frames are shared by the gateway itself."""
+    xs = frames(5, seed=3)
+    grid = (2, 2)
+    with Cluster(spec(0.15), edges=2, grid=grid, schedule="wst", sources=1, hb_interval_s=0.1, hb_liveness=5) as c:
+        observer = Cluster.connect(c.address, key=c.key)
+        try:
+            th, box = _run_in_thread(c, xs)
+            _wait(lambda: any(e["source"] and e["pending"] > 0 for e in observer.status()["edges"]), 60,
+                  "the data source queueing work")
+            c.kill_edge(0)
+            th.join(timeout=120)
+            assert "error" not in box, box.get("error")
+            check(box["results"], xs, grid)
+            assert observer.status()["stats"]["reissued"] >= 1
+        finally:
+            observer.close()
+
+
 def test_an_edge_joining_mid_stream_gets_work():
     xs = frames(12, seed=2)
     grid = (2, 3)

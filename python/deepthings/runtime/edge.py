@@ -137,7 +137,8 @@ class Edge:
         self._hello_at = 0.0
         self._reported_pending = -1
         self._avg_compute_s: float | None = None
-        self._inflight: dict[int, Any] = {}  # my submitted frames: ref -> user tag
+        self._inflight: dict[int, Any] = {}  # my submitted frames: ref -> (tag, input until accepted, frame)
+        self._retry: list[tuple[float, int, np.ndarray]] = []  # refused submissions: (when, ref, input)
         self._refs = 0
         self.frames_done = 0
         self.stats = {"tiles": 0, "stolen": 0, "given": 0, "refused": 0, "dropped": 0}
@@ -264,8 +265,12 @@ class Edge:
             pass
         elif t == "ERROR":
             log.warning("gateway says: %s", msg["message"])
+            ref = msg.get("ref")
             if msg["message"].startswith("unknown peer"):
                 self._connect()
+            elif type(ref) is int and ref in self._inflight and self._inflight[ref][1] is not None:
+                tag, x, _ = self._inflight[ref]  # refused (gateway busy): send it again shortly
+                self._retry.append((time.monotonic() + 0.2, ref, x))
         elif not self.ready:
             raise ProtocolError(f"gateway: {t} before the model is loaded")
         elif t == "FRAME":
@@ -569,6 +574,10 @@ class Edge:
 
     # ------------------------------------------------------------------ data source
     def _submit_own_frames(self) -> None:
+        now = time.monotonic()
+        for item in [r for r in self._retry if r[0] <= now]:
+            self._retry.remove(item)
+            self._send_gw(make("SUBMIT", [item[2]], ref=item[1], keep=True))
         while self._frames is not None and len(self._inflight) < self.config.max_frames_in_flight:
             try:
                 tag, x = next(self._frames)

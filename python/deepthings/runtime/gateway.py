@@ -244,7 +244,8 @@ class Gateway:
                 f"peer {peer.peer_id}: SUBMIT input shape {tuple(x.shape)}, the model takes {self.workload.input_shape}"
             )
         if len(self.book.frames) >= self.config.max_frames_in_flight:
-            self._send(peer, make("ERROR", message=f"too many frames in flight ({len(self.book.frames)}); retry later"))
+            self._send(peer, make("ERROR", message=f"too many frames in flight ({len(self.book.frames)}); retry later",
+                                  ref=msg["ref"]))
             return
         x = x.copy()  # own it: the receive buffer is read-only and may be reused
         keep = bool(msg["keep"]) and peer.role == "edge" and peer.source and peer.ready and self.config.schedule != "wsh"
@@ -478,7 +479,12 @@ class Gateway:
                     "gateway_total_s": now - st.t_submit,
                 },
                 "tiles": [st.tile_trace.get(t, {"tile": t}) for t in range(st.n_tiles)],
-                "bytes": {"gateway_in": st.bytes_in, "gateway_out": st.bytes_out},
+                "bytes": {
+                    "gateway_in": st.bytes_in,
+                    "gateway_out": st.bytes_out,
+                    # stolen tiles' inputs went victim -> thief directly, beside the gateway
+                    "edge_to_edge": int(sum(t.get("input_bytes", 0) for t in st.tile_trace.values() if t.get("stolen"))),
+                },
                 "reissues": sum(ts.issues - 1 for ts in st.tiles),
                 "events": [[round(e[0] - st.t_submit, 6), e[2], e[3], e[4], e[5]] for e in events],
             }

@@ -44,7 +44,8 @@ class Trace:
 
     @property
     def bytes_sent(self) -> int:
-        """Bytes through the gateway for this frame (in + out); steals go edge to edge on top."""
+        """Payload bytes moved for this frame: through the gateway (in + out) plus the inputs of
+        stolen tiles, which go from victim to thief directly."""
         return int(sum(self.bytes.values()))
 
     def device_map(self, cols: int) -> str:
