@@ -40,7 +40,7 @@ void f32_dwconv_channel_avx2(const float* x, int H, int W, const float* w, int k
     if (vec) {
       // Stride 2 reads 16 floats per row: keep the last one inside the row.
       const int vhi = sw == 1 ? hi : std::max(lo, std::min(hi, (W - kw + pad.left - 1) / 2 + 1));
-      for (; ox + 8 <= vhi; ox += 8) {
+      auto vec8 = [&](int ox) {
         __m256 acc = _mm256_set1_ps(bias);
         const int ix0 = ox * sw - pad.left;
         for (int ky = ky0; ky < ky1; ++ky) {
@@ -59,6 +59,13 @@ void f32_dwconv_channel_avx2(const float* x, int H, int W, const float* w, int k
         }
         if (act == Act::leaky || act == Act::relu) acc = _mm256_max_ps(acc, _mm256_mul_ps(acc, slope));
         _mm256_storeu_ps(yr + ox, acc);
+      };
+      for (; ox + 8 <= vhi; ox += 8) vec8(ox);
+      // The remainder as one more vector overlapping the last: it recomputes a few columns
+      // from the input (same values), instead of up to 7 scalar columns.
+      if (ox < vhi && vhi - lo >= 8) {
+        vec8(vhi - 8);
+        ox = vhi;
       }
     }
     for (; ox < OW; ++ox) scalar_col(ox);

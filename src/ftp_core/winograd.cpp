@@ -79,9 +79,15 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
   const size_t u_stride = packed_a_size(O, C, k.mr);
 
   // Blocks are whole tile rows, so each output row is finished (and activated) by one task.
-  size_t rows = std::max<size_t>(1, (size_t)(256 * 1024) / (16 * (size_t)(C + O)) / TW);
+  // At least 64 tiles per block keep the GEMMs wide and stream the 16 transformed weight
+  // matrices few times; ~1 MiB of V + M per block otherwise. Bound per thread:
+  // 16 x (C + O) x max(64 tiles rounded up to a row, 1 MiB / 4 B) floats.
+  const size_t min_rows = (64 + TW - 1) / TW;
+  size_t rows = std::max(min_rows, (size_t)(256 * 1024) / (16 * (size_t)(C + O)) / TW);
   auto pool = global_pool();
-  while (rows > 1 && ((size_t)TH + rows - 1) / rows < (size_t)pool->num_threads() * 2) --rows;
+  while (rows > 1 && ((size_t)TH + rows - 1) / rows < (size_t)pool->num_threads() * 2 &&
+         (rows - 1) * TW >= 32)
+    --rows;
   const size_t tb = rows * TW;
   const size_t n_blocks = ((size_t)TH + rows - 1) / rows;
 
