@@ -60,6 +60,24 @@ def test_distributed_equals_single_device(schedule, edges, sources, grid):
             assert any(r.trace.stolen_tiles for r in rs)
 
 
+def test_no_steal_when_moving_a_tile_costs_more_than_waiting_for_it():
+    """Cost-aware stealing: on a (declared) 1 kB/s link no move pays, so nothing is stolen,
+    and every frame still completes on the data source."""
+    xs = frames(3, seed=5)
+    with Cluster(spec(0.02), edges=3, grid=(2, 2), schedule="wst", sources=1, link_bytes_per_s=1e3) as c:
+        rs = c.infer_many(xs, window=2)
+    check(rs, xs, (2, 2))
+    assert not any(r.trace.stolen_tiles for r in rs)
+    assert len({d for r in rs for d in r.trace.devices().values()}) == 1
+
+
+def test_stream_yields_in_input_order_from_an_iterator():
+    xs = frames(6, seed=6)
+    with Cluster(spec(0.0), edges=2, grid=(2, 2), schedule="wsh", sources=0) as c:
+        got = list(c.stream(iter(xs), window=3))
+    check(got, xs, (2, 2))
+
+
 def _run_in_thread(cluster: Cluster, xs, window=3):
     box: dict = {}
 

@@ -486,15 +486,21 @@ class Cluster:
 
     def infer_many(self, images: Sequence[Any] | Iterable[Any], window: int = 4) -> list[InferenceResult]:
         """Run a stream of frames with up to ``window`` in flight (pipelining); results in input order."""
+        return list(self.stream(images, window))
+
+    def stream(self, images: Iterable[Any], window: int = 4) -> Iterator[InferenceResult]:
+        """Like :meth:`infer_many`, but yields each result (in input order) as soon as it and all
+        earlier ones are done; ``images`` may be an endless iterator (a camera)."""
         if self._client is None:
             raise ClusterError("the cluster is not running (use it as a context manager or call start())")
         client = self._client
-        results: dict[int, InferenceResult] = {}
+        done: dict[int, InferenceResult] = {}
         inflight: dict[int, tuple[int, tuple[int, int], float, float]] = {}
         it = iter(enumerate(images))
         exhausted = False
-        while not exhausted or inflight:
-            while not exhausted and len(inflight) < max(1, window):
+        next_out = 0
+        while not exhausted or inflight or done:
+            while not exhausted and len(inflight) + len(done) < max(1, window):
                 try:
                     idx, image = next(it)
                 except StopIteration:
@@ -505,9 +511,13 @@ class Cluster:
                 t_pre = time.perf_counter() - t0
                 ref = client.submit(x)
                 inflight[ref] = (idx, wh, t0, t_pre)
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
             if not inflight:
-                break
+                if exhausted and not done:
+                    return
+                continue
             msg = next(client.wait(list(inflight), self.frame_timeout_s))
             idx, wh, t0, t_pre = inflight.pop(msg["ref"])
-            results[idx] = self._result(msg, wh, t0, t_pre)
-        return [results[i] for i in sorted(results)]
+            done[idx] = self._result(msg, wh, t0, t_pre)

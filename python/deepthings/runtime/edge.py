@@ -33,6 +33,8 @@ from deepthings.runtime.workload import ReuseData, TileOutput, Workload
 log = logging.getLogger("deepthings.runtime.edge")
 steal_log = logging.getLogger("deepthings.runtime.steal")
 
+UNKNOWN_TILE_S = 0.05  # assumed tile compute time before the edge has timed one
+
 
 def default_cache_dir() -> Path:
     """Where edges keep shipped model files (DEEPTHINGS_CACHE, else ~/.cache/deepthings)."""
@@ -445,13 +447,15 @@ class Edge:
         if not order or thief == self.peer_id:
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
+        # Until the first tile is timed, guess a tile's cost (as dask guesses unknown durations).
+        avg = self._avg_compute_s if self._avg_compute_s is not None else UNKNOWN_TILE_S
         running_left = 0.0
-        if self._avg_compute_s is not None and self.current is not None:
-            running_left = max(0.0, self._avg_compute_s - (time.monotonic() - self.current_started))
+        if self.current is not None:
+            running_left = max(0.0, avg - (time.monotonic() - self.current_started))
         chosen = None
         for task, position in order:
             # when would this edge itself start the task, and how long would moving it take?
-            wait_s = None if self._avg_compute_s is None else running_left + position * self._avg_compute_s
+            wait_s = running_left + position * avg
             transfer_s = (task.crop.nbytes + sum(a.nbytes for a in task.extra)) / self.link_bytes_per_s
             if steal_pays(wait_s, transfer_s):
                 chosen = position

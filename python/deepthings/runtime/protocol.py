@@ -44,6 +44,15 @@ RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile
 DONE         gateway -> submitter: frame, ref, trace (dict), names (list[str]); [outputs...].
 ERROR        gateway -> peer: message (str).
 STATUS_REQ   client -> gateway: asks for the cluster's state.
+
+Open dicts (``meta``, ``model``, ``trace``) are checked by their consumer, not here:
+TASK.meta    origin ("local"|"gateway"), victim (peer id, stolen tasks), reuse (WST-S: the
+             REUSE meta of the attached arrays, None = compute in full).
+REUSE.meta   pieces: [[src_tile, layer], ...], one per array.
+RESULT.meta  n_publish (trailing arrays that are WST-S overlap data), publish: [[dest_tile,
+             layer], ...], queue_s, input_bytes, origin, reused.
+WELCOME.model  the workload spec: kind ("darknet"|"synthetic"), grid, fused_layers, reuse,
+             input_shape, files: [{sha, name, for: [roles], bytes}].
 STATUS       gateway -> client: edges (list of {id, name, source, ready, pending, held,
              steal_addr}), stats (dict),
              frames_in_flight.
