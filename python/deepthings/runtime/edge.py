@@ -422,7 +422,7 @@ class Edge:
             self.poller.register(sock, zmq.POLLIN)
         transport.send(sock, make("STEAL_REQ", thief=self.peer_id or 0))
         self.stealing = (sock, addr, time.monotonic())
-        steal_log.info("edge %s asks edge %d (%s) for a task", self.peer_id, victim, addr)
+        steal_log.info("event=steal_request thief=%s victim=%d addr=%s", self.peer_id, victim, addr)
 
     def _on_victim(self, addr: str, msg: Message) -> None:
         if self.stealing is None or self.stealing[1] != addr:
@@ -433,7 +433,7 @@ class Edge:
         if msg.type == "TASK":
             self._backoff_s = 0.0
             self._on_task(msg, stolen=True)
-            steal_log.info("edge %s stole frame %d tile %d", self.peer_id, msg["frame"], msg["tile"])
+            steal_log.info("event=stolen thief=%s frame=%d tile=%d", self.peer_id, msg["frame"], msg["tile"])
         elif msg.type == "NO_WORK":
             self._back_off()
         else:
@@ -462,7 +462,7 @@ class Edge:
                 break
         if chosen is None:
             self.stats["refused"] += 1
-            steal_log.info("edge %s keeps its %d task(s): moving any costs more than waiting for it", self.peer_id, len(order))
+            steal_log.info("event=steal_refused victim=%s queued=%d reason=transfer_exceeds_wait", self.peer_id, len(order))
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
         task = self.queue.pop_at(chosen)
@@ -475,7 +475,7 @@ class Edge:
         )
         self._send_gw(make("MOVED", frame=task.frame, tile=task.tile, thief=thief))
         self.stats["given"] += 1
-        steal_log.info("edge %s gave frame %d tile %d to edge %d", self.peer_id, task.frame, task.tile, thief)
+        steal_log.info("event=steal_given victim=%s thief=%d frame=%d tile=%d", self.peer_id, thief, task.frame, task.tile)
         self._report_queue()
 
     def _back_off(self) -> None:

@@ -186,7 +186,7 @@ class Gateway:
         if old is not None:
             self._lost(old, "said HELLO again", now)
         peer = self.members.join(identity, msg["role"], msg["name"][:64], msg["source"], msg["steal_addr"], now)
-        log.info("peer %d joined: %s %s%s", peer.peer_id, peer.role, peer.name, " (data source)" if peer.source else "")
+        log.info("event=join peer=%d role=%s name=%s source=%s", peer.peer_id, peer.role, peer.name, peer.source)
         self._send(
             peer,
             make(
@@ -294,7 +294,7 @@ class Gateway:
             log.info("MOVED %d/%d from edge %d which does not hold it: ignored", frame, tile, peer.peer_id)
             return
         self.events.add(now, frame, tile, "stolen", thief, f"from={peer.peer_id}")
-        steal_log.info("frame %d tile %d: edge %d stole it from edge %d", frame, tile, thief, peer.peer_id)
+        steal_log.info("event=moved frame=%d tile=%d victim=%d thief=%d", frame, tile, peer.peer_id, thief)
         if thief in self.members.peers:
             self.book.assign(frame, tile, thief, now)
         else:  # the thief is already gone: nobody holds it
@@ -380,7 +380,7 @@ class Gateway:
             if victim is None or victim.steal_addr is None:
                 continue  # nobody else has work for this one; the next waiting edge may differ
             self.waiting.pop(peer_id, None)
-            steal_log.info("edge %d idle: victim edge %d (%s)", peer_id, victim.peer_id, victim.steal_addr)
+            steal_log.info("event=victim thief=%d victim=%d addr=%s", peer_id, victim.peer_id, victim.steal_addr)
             self._send(peer, make("VICTIM", victim=victim.peer_id, addr=victim.steal_addr))
 
     def _push_task(self, peer: Peer, frame: int, tile: int, now: float) -> None:
@@ -406,7 +406,7 @@ class Gateway:
             self.gqueue.push(frame, tile, self.workload.level(tile))
             self.stats["reissued"] += 1
             self.events.add(now, frame, tile, "reissue", GATEWAY, why)
-            log.info("re-issuing frame %d tile %d: %s", frame, tile, why)
+            log.info("event=reissue frame=%d tile=%d why=%r", frame, tile, why)
 
     def _lost(self, peer: Peer, why: str, now: float) -> None:
         self.members.leave(peer.peer_id)
@@ -414,7 +414,7 @@ class Gateway:
         self.waiting.pop(peer.peer_id, None)
         self._last_sent.pop(peer.peer_id, None)
         held = self.book.held_by(peer.peer_id)
-        log.warning("peer %d (%s %s) %s; re-issuing %d task(s)", peer.peer_id, peer.role, peer.name, why, len(held))
+        log.warning("event=leave peer=%d role=%s name=%s why=%r reissued=%d", peer.peer_id, peer.role, peer.name, why, len(held))
         for frame, tile in held:
             self._reissue(frame, tile, now, f"holder {peer.peer_id} {why}")
         self._dispatch(now)
