@@ -61,7 +61,7 @@ def _write(path, data: bytes):
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda p: p / "missing.jpg", "no such file"),
+        (lambda p: p / "missing.jpg", "not found"),
         (lambda p: p, "directory"),
         (lambda p: _write(p / "empty.jpg", b""), "empty file"),
         (lambda p: _write(p / "text.jpg", b"hello, not a jpeg"), "not an image"),
@@ -85,7 +85,7 @@ def test_bad_files_raise_image_error_naming_the_file(tmp_path, make, message):
         (np.zeros((5, 5, 2), np.uint8), "HxWx3"),
         (np.zeros((2, 5, 5, 3), np.uint8), "HxWx3"),
         (Image.new("RGB", (0, 0)), "zero-size"),
-        (12345, "unsupported image type"),
+        (12345, "unsupported image object"),
     ],
 )
 def test_bad_in_memory_images(bad, message):

@@ -12,70 +12,103 @@ from typing import Any, Union
 
 import numpy as np
 
+from PIL import Image, UnidentifiedImageError
+
 from deepthings.errors import ImageError
 
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, Any]  # Any: PIL.Image.Image
 
 
-def load_image(image: ImageLike) -> np.ndarray:
-    """Return ``image`` as an HxWx3 uint8 RGB array.
-
-    Accepts a path, a PIL image, or an HxWx3 (or HxW grey, HxWx4 RGBA) uint8 array. Grey,
-    palette, CMYK and alpha images are converted to RGB (alpha is dropped). Raises ImageError
-    for a missing file, something that is not an image, or a zero-size image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, np.ndarray):
-        return _array_to_rgb(image)
-    if isinstance(image, Image.Image):
-        return _pil_to_rgb(image, "<PIL image>")
+def describe(image: Any) -> str:
+    """A short name for an image argument, for messages and reports."""
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.exists():
-            raise ImageError(f"{path}: image file not found")
-        if path.is_dir():
-            raise ImageError(f"{path}: is a directory, not an image")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return _pil_to_rgb(im, str(path))
-        except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image (unrecognised format)") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"{path}: cannot decode image: {exc}") from None
-    raise ImageError(
-        f"unsupported image object {type(image).__name__}: give a path, a PIL image or an "
-        "HxWx3 uint8 array"
-    )
+        return str(image)
+    if isinstance(image, Image.Image):
+        return f"<PIL {image.mode} {image.width}x{image.height}>"
+    if isinstance(image, np.ndarray):
+        return f"<array {image.dtype} {'x'.join(map(str, image.shape))}>"
+    return f"<{type(image).__name__}>"
 
 
-def _pil_to_rgb(im: Any, source: str) -> np.ndarray:
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode an image file; ImageError names the file and what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: image file not found")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a directory, not an image")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: empty file (0 bytes), not an image")
+    try:
+        with Image.open(p) as im:
+            im.load()  # decode now, so truncated files fail here and not later
+            return im.copy()
+    except UnidentifiedImageError:
+        raise ImageError(f"{p}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{p}: cannot decode image ({exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{p}: image too large ({exc})") from None
+
+
+def to_pil_rgb(image: Any) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image (any mode) or an HxW / HxWxC uint8 array."""
+    if isinstance(image, (str, os.PathLike)):
+        im = open_image(image)
+        name = str(image)
+    elif isinstance(image, Image.Image):
+        im = image
+        name = describe(image)
+    elif isinstance(image, np.ndarray):
+        return Image.fromarray(load_image(image))
+    else:
+        raise ImageError(f"unsupported image object {type(image).__name__}: give a path, PIL image or uint8 array")
     if im.width == 0 or im.height == 0:
-        raise ImageError(f"{source}: zero-size image ({im.width}x{im.height})")
-    if im.mode != "RGB":
-        # Palette/LA/RGBA images may carry transparency; convert via RGBA and drop alpha.
-        if im.mode in ("P", "PA", "LA", "La", "RGBa") or "A" in im.mode:
-            im = im.convert("RGBA")
-        im = im.convert("RGB")
-    arr = np.asarray(im, dtype=np.uint8)
+        raise ImageError(f"{name}: zero-size image ({im.width}x{im.height})")
+    if im.mode == "RGB":
+        return im
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale to 8 bits instead of clipping everything to white.
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max() if arr.size and arr.max() > 0 else 1.0
+        im = Image.fromarray((arr * (255.0 / top)).round().astype(np.uint8))
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).round().astype(np.uint8))
+    try:
+        return im.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"{name}: cannot convert {im.mode} image to RGB ({exc})") from None
+
+
+def load_image(image: ImageLike) -> np.ndarray:
+    """Return ``image`` as an HxWx3 uint8 RGB array (C-contiguous).
+
+    Accepts a path, a PIL image (any mode) or a uint8 array. Grey, palette, CMYK, 16-bit and
+    alpha images are converted to RGB (alpha dropped, as Darknet and OpenCV do); a missing
+    file, something that is not an image, or a zero-size image raises ImageError.
+
+    Arrays may be HxW (grey), HxWx1, HxWx3 (RGB) or HxWx4 (RGBA: alpha dropped), uint8.
+    """
+    if not isinstance(image, np.ndarray):
+        return np.asarray(to_pil_rgb(image), dtype=np.uint8).copy()
+    arr = image
+    name = describe(arr)
+    if arr.dtype != np.uint8:
+        raise ImageError(f"{name}: image arrays must be uint8 (0..255), got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{name}: expected an HxWx3 (or HxW, HxWx1, HxWx4) array")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{name}: zero-size image")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
     return np.ascontiguousarray(arr)
-
-
-def _array_to_rgb(a: np.ndarray) -> np.ndarray:
-    if a.dtype != np.uint8:
-        raise ImageError(f"image array must be uint8 (HxWx3 RGB), got {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ImageError(f"image array must be HxWx3 (RGB), HxWx4 or HxW, got shape {a.shape}")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ImageError(f"zero-size image array {a.shape}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.shape[2] == 4:
-        a = a[:, :, :3]
-    return np.ascontiguousarray(a)
 
 
 def resize_darknet(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -142,4 +175,4 @@ def preprocess(
     return boxed
 
 
-__all__ = ["load_image", "preprocess", "resize_darknet"]
+__all__ = ["load_image", "to_pil_rgb", "describe", "preprocess", "resize_darknet"]
