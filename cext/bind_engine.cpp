@@ -5,6 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -68,8 +72,87 @@ ftp::Pad4 pad_of(const char* fn, const std::vector<int>& p) {
   return {p[0], p[1], p[2], p[3]};
 }
 
+// Output buffers come from a cache of freed ones: a fresh numpy array of a few MB costs its
+// page faults (kernel zeroing) on every layer of every forward, a noticeable share of a conv.
+// Freed buffers (up to kMaxCached bytes) are kept for the next array of a similar size.
+class BufferCache {
+ public:
+  static constexpr size_t kMaxCached = size_t(256) << 20;
+
+  float* get(size_t bytes, size_t* capacity) {
+    bytes = (bytes + 4095) / 4096 * 4096;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = free_.lower_bound(bytes);
+      if (it != free_.end() && it->first <= bytes + bytes / 4) {
+        float* p = it->second;
+        *capacity = it->first;
+        cached_ -= it->first;
+        free_.erase(it);
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    *capacity = bytes;
+    return static_cast<float*>(p);
+  }
+
+  void put(float* p, size_t capacity) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (cached_ + capacity > kMaxCached) {
+      std::free(p);
+      return;
+    }
+    free_.emplace(capacity, p);
+    cached_ += capacity;
+  }
+
+  size_t trim() {
+    std::lock_guard<std::mutex> lk(mu_);
+    size_t n = cached_;
+    for (auto& kv : free_) std::free(kv.second);
+    free_.clear();
+    cached_ = 0;
+    return n;
+  }
+
+  size_t cached() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return cached_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::multimap<size_t, float*> free_;
+  size_t cached_ = 0;
+};
+
+BufferCache& buffer_cache() {
+  static BufferCache* cache = new BufferCache();  // never destroyed: arrays may outlive exit order
+  return *cache;
+}
+
+struct CachedBuffer {
+  float* data;
+  size_t capacity;
+};
+
+py::array_t<float> new_array(const std::vector<py::ssize_t>& shape) {
+  size_t n = 1;
+  for (auto d : shape) n *= (size_t)d;
+  auto* cb = new CachedBuffer{nullptr, 0};
+  cb->data = buffer_cache().get(std::max<size_t>(n, 1) * sizeof(float), &cb->capacity);
+  py::capsule owner(cb, [](void* v) {
+    auto* b = static_cast<CachedBuffer*>(v);
+    buffer_cache().put(b->data, b->capacity);
+    delete b;
+  });
+  return py::array_t<float>(shape, cb->data, owner);
+}
+
 py::array_t<float> new_chw(py::ssize_t c, py::ssize_t h, py::ssize_t w) {
-  return py::array_t<float>(std::vector<py::ssize_t>{c, h, w});
+  return new_array(std::vector<py::ssize_t>{c, h, w});
 }
 
 void check_window(const char* fn, int H, int W, int kh, int kw, int sh, int sw, ftp::Pad4 p) {
@@ -145,6 +228,10 @@ void bind_engine(py::module_& m) {
     const auto& k = ftp::active_kernel();
     return py::make_tuple(k.name, k.mr, k.nr);
   }, "(name, MR, NR) of the GEMM micro-kernel in use");
+  m.def("trim_buffer_cache", [] { return buffer_cache().trim(); },
+        "Free the cached output buffers (returns bytes freed). Up to 256 MiB of freed layer outputs "
+        "are kept for reuse.");
+  m.def("buffer_cache_bytes", [] { return buffer_cache().cached(); });
   m.def("set_winograd", &ftp::set_winograd_enabled, py::arg("enabled"),
         "Use Winograd F(2x2,3x3) for 3x3 stride-1 convs (default on); off forces im2col + GEMM");
   m.def("winograd_enabled", &ftp::winograd_enabled);
@@ -161,7 +248,7 @@ void bind_engine(py::module_& m) {
     const size_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
     const float* biasp = opt_bias("gemm", bias, M);
     const ftp::Act act = act_of("gemm", activation);
-    py::array_t<float> c(std::vector<py::ssize_t>{(py::ssize_t)M, (py::ssize_t)N});
+    py::array_t<float> c = new_array({(py::ssize_t)M, (py::ssize_t)N});
     float* cp = c.mutable_data();
     {
       py::gil_scoped_release nogil;
@@ -325,7 +412,7 @@ void bind_engine(py::module_& m) {
     if (groups < 1 || x.size() % groups)
       throw py::value_error("softmax: " + std::to_string(x.size()) + " values do not split into " +
                             std::to_string(groups) + " groups");
-    py::array_t<float> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    py::array_t<float> out = new_array(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
     float* op = out.mutable_data();
     {
       py::gil_scoped_release nogil;
@@ -337,7 +424,7 @@ void bind_engine(py::module_& m) {
   m.def("activate", [](const py::array& x, const std::string& activation) {
     const float* xp = arr("activate", "x", x, -1, "(any shape)");
     const ftp::Act act = act_of("activate", activation);
-    py::array_t<float> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    py::array_t<float> out = new_array(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
     float* op = out.mutable_data();
     {
       py::gil_scoped_release nogil;

@@ -86,3 +86,24 @@ def test_route_connected_softmax() -> None:
 def test_activations(act: str) -> None:
     x = np.linspace(-30, 30, 2001, dtype=np.float32).reshape(1, 1, -1)
     np.testing.assert_allclose(_core.activate(x, act), ref.activate(x, act), rtol=1e-5, atol=1e-6)
+
+
+def test_output_buffers_are_reused_safely() -> None:
+    """Outputs come from a cache of freed buffers: live outputs never share memory, are
+    writeable and own-able, and the cache can be emptied."""
+    x = np.random.default_rng(7).standard_normal((8, 64, 64), dtype=np.float32)
+    live = [_core.activate(x, "relu") for _ in range(4)]
+    ptrs = {a.__array_interface__["data"][0] for a in live}
+    assert len(ptrs) == 4
+    for a in live:
+        assert a.flags.writeable and a.flags.c_contiguous and a.dtype == np.float32
+        np.testing.assert_array_equal(a, np.maximum(x, 0))
+    live[0][:] = 5.0
+    np.testing.assert_array_equal(live[1], np.maximum(x, 0))
+    del live
+    again = _core.activate(x, "linear")  # reuses a freed buffer: values fully overwritten
+    np.testing.assert_array_equal(again, x)
+    del again
+    assert _core.buffer_cache_bytes() > 0
+    assert _core.trim_buffer_cache() > 0
+    assert _core.buffer_cache_bytes() == 0
