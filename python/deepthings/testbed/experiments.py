@@ -72,7 +72,7 @@ class Settings:
     ftp: bool = True
     # Emulated devices get their whole quota even when the machine is busy (CFS priority).
     guarantee_cpu: bool = True
-    timeout_s: float = 240.0  # per run; a hung run is recorded as failed, the suite goes on
+    timeout_s: float = 120.0  # per run; a hung run is recorded as failed, the suite goes on
 
     @property
     def max_devices(self) -> int:
