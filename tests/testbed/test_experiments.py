@@ -125,3 +125,10 @@ def test_quick_suite(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "Paper vs this run" in report and (tmp_path / "speedup_comm.png").exists()
     assert set(leftovers(all_runs=True).prefixes) <= before  # every testbed of the suite is gone
+
+
+def test_busiest_link():
+    link = {"gw": {"up": 1_000_000, "down": 4_000_000}, "d0": {"up": 3_000_000, "down": 500_000}}
+    name, seconds = ex._busiest_link(link, frames=2, rate="8mbit")
+    assert name == "gw down" and seconds == pytest.approx(2_000_000 * 8 / 8e6)
+    assert ex._busiest_link(link, 1, None)[1] is None

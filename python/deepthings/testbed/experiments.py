@@ -138,6 +138,19 @@ def _sum_up(link: dict[str, dict[str, int]]) -> int:
     return sum(v["up"] for v in link.values())
 
 
+def _busiest_link(link: dict[str, dict[str, int]], frames: int, rate: str | None) -> tuple[str, float | None]:
+    """The link direction that carried the most bytes per frame, and its time at the shaped rate."""
+    name, nbytes = max(((f"{n} {d}", v[d]) for n, v in link.items() for d in ("up", "down")), key=lambda p: p[1])
+    bps = parse_rate(rate)
+    return name, (nbytes / frames * 8 / bps if bps else None)
+
+
+def _link_fields(link: dict[str, dict[str, int]], frames: int, rate: str | None) -> dict:
+    name, seconds = _busiest_link(link, frames, rate)
+    return {"busiest_link": name, "busiest_link_s": seconds,
+            "link_bytes_per_frame": {n: {d: v[d] / frames for d in ("up", "down")} for n, v in link.items()}}
+
+
 def _delta(after: dict, before: dict) -> dict[str, dict[str, int]]:
     return {n: {k: after[n][k] - before.get(n, {}).get(k, 0) for k in after[n]} for n in after}
 
@@ -222,7 +235,8 @@ def run_modnn(settings: Settings, cfg: Path, weights: Path, k: int, frames: int 
             "gateway_s": statistics.median(t["gateway_s"] for t in traces),
             "cpu_s_per_frame": sum(cpu.values()) / (frames + 1), "gateway_cpu_s_per_frame": cpu["gw"] / (frames + 1),
             "mem_peak_per_device": [usage[d]["memory_peak_bytes"] for d in tb.devices],
-            "latencies_s": lat, "wall_s": wall}
+            "latencies_s": lat, "wall_s": wall,
+            **_link_fields(link, frames + 1, settings.rate)}
 
 
 def run_ftp(settings: Settings, cfg: Path, weights: Path, k: int, schedule: str, grid: tuple[int, int],
@@ -284,7 +298,9 @@ def run_ftp(settings: Settings, cfg: Path, weights: Path, k: int, schedule: str,
             results.append(_json_line(out, f"FTP source d{i}"))
         link = _delta(tb.link_bytes(), before)
         usage = tb.usage()
-    return _ftp_row(schedule, grid, k, sources, frames, results, link, usage, usage_before)
+    row = _ftp_row(schedule, grid, k, sources, frames, results, link, usage, usage_before)
+    row.update(_link_fields(link, sum(len(r["frames"]) for r in results), settings.rate))
+    return row
 
 
 def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames: int, results: list[dict],
@@ -426,7 +442,8 @@ def _machine() -> dict:
 
 # ----------------------------------------------------------------------------- outputs
 CSV_FIELDS = ["system", "schedule", "grid", "devices", "sources", "latency_s", "latency_max_s", "speedup", "fps",
-              "frames", "bytes_per_frame", "gateway_bytes_per_frame", "app_bytes_per_frame", "compute_s", "wait_s",
+              "frames", "bytes_per_frame", "gateway_bytes_per_frame", "app_bytes_per_frame", "busiest_link",
+              "busiest_link_s", "compute_s", "wait_s",
               "gateway_s", "stolen_fraction", "cpu_s_per_frame", "gateway_cpu_s_per_frame",
               "throttled_s_per_frame", "peak_mem_device_bytes"]
 
@@ -608,8 +625,8 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         lines.append(f"| {name} | {g} | " + " | ".join(cells) + " |")
     lines += ["", f"## Where the time goes ({kmax} devices, median per frame)", "",
               "| system | grid | latency | busiest device compute | gateway merge | transfer + waiting | "
-              "stolen tiles | CPU s/frame (all) | gateway CPU s/frame |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "busiest link: bytes/rate | stolen tiles | CPU s/frame (all) | gateway CPU s/frame |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for system, sch, g in combos:
         r = _find(rows, system=system, schedule=sch, grid=g, devices=kmax, sources=1)
         if r is None:
@@ -618,7 +635,9 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         rest = r["latency_s"] - (comp or 0) - (r.get("gateway_s") or 0)
         name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
         lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(comp, '.3f')}s | "
-                     f"{_fmt(r.get('gateway_s'), '.3f')}s | {rest:.3f}s | {_fmt(r.get('stolen_fraction'), '.0%')} | "
+                     f"{_fmt(r.get('gateway_s'), '.3f')}s | {rest:.3f}s | "
+                     f"{r.get('busiest_link', '?')}: {_fmt(r.get('busiest_link_s'), '.3f')}s | "
+                     f"{_fmt(r.get('stolen_fraction'), '.0%')} | "
                      f"{_fmt(r.get('cpu_s_per_frame'), '.2f')} | {_fmt(r.get('gateway_cpu_s_per_frame'), '.2f')} |")
     if thr or mod_thr:
         lines += ["", f"## Throughput with several data sources ({kmax} devices, FTP-WST-S {best})", "",
