@@ -6,13 +6,15 @@ trace."""
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
+import pickle
+import select
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -21,7 +23,7 @@ import zmq
 
 from deepthings.errors import ClusterError, ProtocolError
 from deepthings.runtime import transport
-from deepthings.runtime.edge import Edge, EdgeConfig, fetch_model_files
+from deepthings.runtime.edge import EdgeConfig
 from deepthings.runtime.gateway import Gateway, GatewayConfig
 from deepthings.runtime.keys import ClusterKey
 from deepthings.runtime.protocol import Message, make
@@ -31,16 +33,7 @@ from deepthings.runtime.trace import InferenceResult, Trace
 log = logging.getLogger("deepthings.runtime.cluster")
 
 
-# ----------------------------------------------------------------------------- process entries
-def _setup_child_logging(level: int | None) -> None:
-    if level is not None:
-        logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
-
-
-def _key_from(pair: tuple[bytes, bytes] | None) -> ClusterKey | None:
-    return None if pair is None else ClusterKey(*pair)
-
-
+# ----------------------------------------------------------------------------- processes
 def run_gateway(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | None, config: GatewayConfig,
                 key: ClusterKey | None, ready: Any = None, stop_event: Any = None) -> None:
     """Load the model, bind, report the endpoint through ``ready(endpoint)``, serve until stopped."""
@@ -53,26 +46,77 @@ def run_gateway(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int |
     gw.serve(stop_event)
 
 
-def _gateway_main(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | None, config: GatewayConfig,
-                  key: tuple[bytes, bytes] | None, conn: Any, stop_event: Any, log_level: int | None) -> None:
-    _setup_child_logging(log_level)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us through stop_event
-    try:
-        run_gateway(desc, grid, fused_layers, config, _key_from(key), lambda ep: conn.send(("ok", ep)), stop_event)
-    except BaseException as exc:  # report start-up failures to the parent instead of dying silently
+class ChildProcess:
+    """A gateway or edge in its own interpreter (``python -m deepthings.runtime._child``).
+
+    The job goes in pickled on stdin; closing stdin stops the child cleanly, and a child whose
+    parent dies sees EOF and stops too. The interface mirrors multiprocessing.Process."""
+
+    def __init__(self, job: dict[str, Any], name: str, capture_stdout: bool = False) -> None:
+        import deepthings
+
+        self.name = name
+        env = dict(os.environ)
+        root = str(Path(deepthings.__file__).resolve().parent.parent)  # importable in the child
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "deepthings.runtime._child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+            env=env,
+        )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(pickle.dumps(dict(job, name=name)))
+        self._proc.stdin.flush()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.poll()
+
+    def is_alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def read_line(self, timeout_s: float) -> str | None:
+        """One line of the child's stdout (None on timeout or exit)."""
+        out = self._proc.stdout
+        if out is None:
+            return None
+        ready, _, _ = select.select([out], [], [], timeout_s)
+        if not ready:
+            return None
+        line = out.readline()
+        return line.decode(errors="replace").strip() if line else None
+
+    def stop(self) -> None:
+        """Ask the child to finish (close its stdin)."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def join(self, timeout: float | None = None) -> None:
         try:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        except Exception:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             pass
-        raise
 
+    def terminate(self) -> None:
+        if self.is_alive():
+            self._proc.terminate()
 
-def _edge_main(config: EdgeConfig, key: tuple[bytes, bytes] | None, stop_event: Any, log_level: int | None) -> None:
-    from deepthings.runtime.model import build_workload
+    def kill(self) -> None:
+        if self.is_alive():
+            self._proc.kill()
 
-    _setup_child_logging(log_level)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    Edge(config, _key_from(key), build_workload).serve(stop_event)
+    def close(self) -> None:
+        self.stop()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 # ----------------------------------------------------------------------------- client
@@ -281,8 +325,6 @@ class Cluster:
         self.net: Any = None
         self.spec: dict[str, Any] | None = None
         self._client: _Client | None = None
-        self._ctx = mp.get_context("spawn")
-        self._stop_event: Any = None
         self.gateway_process: Any = None
         self.edge_processes: list[Any] = []
         self._started = False
@@ -303,29 +345,26 @@ class Cluster:
         self.desc = describe_model(self.model, self.weights, self.random_seed)
         if self.cache_dir is None:
             self.cache_dir = Path(tempfile.mkdtemp(prefix="deepthings-cache-"))
-        self._stop_event = self._ctx.Event()
         self._started = True
         try:
-            parent, child = self._ctx.Pipe(duplex=False)
             key = None if self.key is None else (self.key.public, self.key.secret)
-            self.gateway_process = self._ctx.Process(
-                target=_gateway_main,
-                args=(self.desc, self.grid, self.fused_layers, self.gateway_config, key, child, self._stop_event, self.log_level),
-                name="deepthings-gateway",
-                daemon=True,
+            self.gateway_process = ChildProcess(
+                {"role": "gateway", "desc": self.desc, "grid": self.grid, "fused_layers": self.fused_layers,
+                 "config": self.gateway_config, "key": key, "log_level": self.log_level},
+                name="gateway",
+                capture_stdout=True,
             )
-            self.gateway_process.start()
-            child.close()
             deadline = time.monotonic() + self.start_timeout_s
-            while not parent.poll(0.2):
-                if not self.gateway_process.is_alive():
+            line = None
+            while line is None:
+                line = self.gateway_process.read_line(0.2)
+                if line is None and not self.gateway_process.is_alive():
                     raise ClusterError(f"the gateway process exited with code {self.gateway_process.exitcode}")
                 if time.monotonic() > deadline:
                     raise ClusterError("the gateway did not start in time")
-            status, value = parent.recv()
-            if status != "ok":
-                raise ClusterError(f"the gateway could not start: {value}")
-            self.address = value
+            if not line.startswith("READY "):
+                raise ClusterError(f"the gateway could not start: {line.removeprefix('ERROR ')}")
+            self.address = line.split()[1]
             for i in range(self.n_edges):
                 self.add_edge(source=i < self.sources)
             self._connect_client(deadline - time.monotonic())
@@ -337,7 +376,7 @@ class Cluster:
 
     def add_edge(self, source: bool = False, name: str | None = None) -> Any:
         """Start one more edge process (it joins the running cluster); returns the process."""
-        if self.address is None or self._stop_event is None:
+        if self.address is None or self.gateway_process is None:
             raise ClusterError("add_edge needs a cluster started by this object")
         index = len(self.edge_processes)
         config = EdgeConfig(
@@ -349,10 +388,7 @@ class Cluster:
             advertise_host="127.0.0.1",
         )
         key = None if self.key is None else (self.key.public, self.key.secret)
-        proc = self._ctx.Process(
-            target=_edge_main, args=(config, key, self._stop_event, self.log_level), name=f"deepthings-{config.name}", daemon=True
-        )
-        proc.start()
+        proc = ChildProcess({"role": "edge", "config": config, "key": key, "log_level": self.log_level}, name=config.name)
         self.edge_processes.append(proc)
         return proc
 
@@ -415,9 +451,9 @@ class Cluster:
             except Exception:
                 pass
             self._client = None
-        if self._stop_event is not None:
-            self._stop_event.set()
         procs = [p for p in [*self.edge_processes, self.gateway_process] if p is not None]
+        for p in procs:
+            p.stop()  # EOF on stdin: a clean goodbye
         deadline = time.monotonic() + 10
         for p in procs:
             p.join(timeout=max(0.1, deadline - time.monotonic()))
@@ -428,6 +464,7 @@ class Cluster:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=3)
+            p.close()
         if self._own_cache and self.cache_dir is not None and self.cache_dir.exists():
             shutil.rmtree(self.cache_dir, ignore_errors=True)
         self._started = False
