@@ -8,6 +8,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build/arm
+# Roots, build dirs and wheelhouse are shared state: one stage at a time.
+exec 9>build/arm/.stage.lock
+if ! flock -n 9; then echo "arm stage: another run holds build/arm/.stage.lock, waiting"; flock 9; fi
 stage_start=$(date +%s)
 failures=()
 declare -A secs
@@ -22,15 +25,13 @@ step() {  # step NAME CMD...: run, time, remember failures
 
 step host-deps tools/arm/install_host_deps.sh
 
-# The roots need only the network and tar; build them while the compilers use the CPU.
+# Both userlands at once (network + native tar, no emulation); the wheel builds need them
+# too: FindPython validates the target's own interpreter, run under qemu.
 roots_t0=$(date +%s)
 for a in arm64 armhf; do
   tools/arm/make_root.sh "$a" "build/arm-roots/$a" >"build/arm/root-$a.log" 2>&1 &
   eval "root_pid_$a=$!"
 done
-
-step wheels bash -c "tools/build_arm_wheels.sh aarch64 armv7 2>&1 | tee build/arm/wheels.log; exit \${PIPESTATUS[0]}"
-
 for a in arm64 armhf; do
   pid_var="root_pid_$a"
   if ! wait "${!pid_var}"; then
@@ -41,6 +42,8 @@ for a in arm64 armhf; do
   fi
 done
 secs[roots]=$(( $(date +%s) - roots_t0 ))
+
+step wheels bash -c "tools/build_arm_wheels.sh aarch64 armv7 2>&1 | tee build/arm/wheels.log; exit \${PIPESTATUS[0]}"
 
 version=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 summaries=()
@@ -64,7 +67,7 @@ for w in wheelhouse/deepthings-"$version"-cp311-cp311-manylinux_2_36_*.whl; do
   [[ -f "$w" ]] && printf '  %-60s %6d KiB\n' "$(basename "$w")" $(( $(stat -c %s "$w") / 1024 ))
 done
 grep -h "build_arm_wheels.sh: .* build " build/arm/wheels.log 2>/dev/null | sed "s/^/  /" || true
-for k in host-deps wheels roots tests-arm64 tests-armhf; do
+for k in host-deps roots wheels tests-arm64 tests-armhf; do
   [[ -n "${secs[$k]:-}" ]] && printf '  %-12s %5d s\n' "$k" "${secs[$k]}"
 done
 total=$(( $(date +%s) - stage_start ))

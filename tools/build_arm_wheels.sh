@@ -33,7 +33,9 @@ PY
 
 tools/arm/install_host_deps.sh
 
-mkdir -p wheelhouse
+mkdir -p wheelhouse build/arm
+exec 7>build/arm/.wheels.lock   # one build per tree: the build dirs and wheelhouse are shared
+flock 7
 version=$("$py" -c "import tomllib; print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 status=0
 for t in "${targets[@]}"; do

@@ -28,6 +28,10 @@ case "$arch" in
   armhf) triplet=arm-linux-gnueabihf ;;
   *) echo "make_root.sh: unknown arch '$arch' (arm64 or armhf)" >&2; exit 2 ;;
 esac
+# One builder per root: a second caller waits, then finds the finished root.
+mkdir -p "$(dirname "$dir")"
+exec 8>"$dir.lock"
+flock 8
 if [[ -f "$dir/.deepthings-root-ok" ]]; then
   echo "make_root.sh: $dir already built, reused"
   exit 0
