@@ -78,6 +78,7 @@ def test_gateway_edges_and_a_data_source_from_the_command_line(tmp_path):
     key = tmp_path / "k.key"
     assert dt("keys", "--out", str(key)).returncode == 0
     procs: list[subprocess.Popen] = []
+    thief_log = None
     try:
         # the gateway in DeepThings' own syntax, on a free port
         gw = subprocess.Popen([sys.executable, "-m", "deepthings", "-mode", "gateway", "-total_edge", "2", "-n", "3",
@@ -86,9 +87,10 @@ def test_gateway_edges_and_a_data_source_from_the_command_line(tmp_path):
         procs.append(gw)
         line = _wait_line(gw, "gateway ready on", 120)
         address = line.split("ready on ")[1].split()[0].replace("tcp://", "")
+        thief_log = open(tmp_path / "thief.log", "w")
         thief = subprocess.Popen([sys.executable, "-m", "deepthings", "-v", "edge", "--gateway", address, "--key", str(key),
                                   "--name", "thief", "--threads", "1", "--cache", str(tmp_path / "cache")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+                                 stdout=subprocess.DEVNULL, stderr=thief_log, env=_env())
         procs.append(thief)
         src = dt("-mode", "data_src", "-edge_id", "0", "-gateway", address, "-key", str(key), "-source", str(IMAGES),
                  "-frames", "3", "-threads", "1", timeout=240)
@@ -100,10 +102,14 @@ def test_gateway_edges_and_a_data_source_from_the_command_line(tmp_path):
         assert records[0]["image"] == str(first)
         single = deepthings.detect(deepthings.default_model(), str(first))
         assert [d["label"] for d in records[0]["detections"]] == [d.label for d in single]
+        thief_log.flush()
+        assert "event=steal_request" in (tmp_path / "thief.log").read_text()  # --verbose shows steal traffic
     finally:
         for p in procs:
             p.kill()
             p.wait(timeout=10)
+        if thief_log is not None:
+            thief_log.close()
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@ answer right, and no process's memory grows after warm-up."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import psutil
 import pytest
@@ -71,6 +73,7 @@ random=0
 
 
 def _rss(pids: dict[str, int]) -> dict[str, int]:
+    pids = dict(pids, client=os.getpid())  # the caller's process too
     return {name: psutil.Process(pid).memory_info().rss for name, pid in pids.items()}
 
 
