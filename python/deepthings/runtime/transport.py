@@ -47,6 +47,7 @@ def _tune(sock: zmq.Socket) -> None:
     sock.sndhwm = 1000
     sock.rcvhwm = 1000
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.maxmsgsize = protocol.MAX_ARRAY_BYTES  # a peer cannot make us buffer more than this per frame
 
 
 def server_socket(ctx: zmq.Context, kind: int, bind: str, key: ClusterKey | None) -> tuple[zmq.Socket, str]:
