@@ -425,7 +425,8 @@ def _cost_model(cfg: Path, settings: Settings) -> dict:
     for g in settings.grids:
         plan = FTP(net, grid=g, fused_layers=settings.fused)
         c, cr = plan.cost(reuse=False), plan.cost(reuse=True)
-        out[f"{g[0]}x{g[1]}"] = {"device_bytes": c.device_bytes, "redundancy": c.redundancy,
+        c_last, h_last, w_last = net.layers[settings.fused - 1].out_shape
+        out[f"{g[0]}x{g[1]}"] = {"device_bytes": c.device_bytes, "output_bytes": 4 * c_last * h_last * w_last, "redundancy": c.redundancy,
                                  "redundancy_reuse": cr.redundancy_reuse, "weight_bytes": c.weight_bytes,
                                  "peak_footprint_full": c.peak_footprint_full,
                                  "peak_footprint_tile": c.peak_footprint_tile,
@@ -540,6 +541,41 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _analysis(rows: list[dict], meta: dict, kmax: int, grid: str) -> list[str]:
+    """Measured overheads against what the cost model says the work should be."""
+    s = meta["settings"]
+    single = _find(rows, system="single")
+    out: list[str] = []
+    if single is None:
+        return out
+    cpu_single = single["latency_s"] * s["cpu"]  # the device was busy the whole frame at its quota
+    c, h, w = 3, s["size"], s["size"]
+    model = meta.get("cost_model", {}).get(grid, {})
+    for sch in ("wst-s", "wst", "wsh"):
+        r = _find(rows, system="ftp", schedule=sch, grid=grid, devices=kmax, sources=1)
+        if r is None or not r.get("cpu_s_per_frame"):
+            continue
+        red = model.get("redundancy_reuse" if sch == "wst-s" else "redundancy")
+        out.append(
+            f"- FTP-{sch.upper()} {grid}, {kmax} devices: all processes used {r['cpu_s_per_frame']:.2f} CPU s per frame, "
+            f"{r['cpu_s_per_frame'] / cpu_single:.1f}x the single device's {cpu_single:.2f} s"
+            + (f" (the cost model's redundancy predicts {1 + red:.2f}x)" if red is not None else "")
+            + f"; {r['bytes_per_frame'] / 1e6:.1f} MB crossed the links per frame "
+            f"(input + block output alone: {(4 * c * h * w + _out_bytes(meta)) / 1e6:.1f} MB)."
+        )
+    mod = _find(rows, system="modnn", devices=kmax)
+    if mod and mod.get("cpu_s_per_frame"):
+        out.append(f"- MoDNN, {kmax} devices: {mod['cpu_s_per_frame']:.2f} CPU s per frame "
+                   f"(incl. the warm-up frame), {mod['bytes_per_frame'] / 1e6:.1f} MB per frame, "
+                   f"{s['fused'] - 1} layer barriers per frame.")
+    return (["## Where the overhead is", ""] + out + [""]) if out else []
+
+
+def _out_bytes(meta: dict) -> int:
+    m = meta.get("cost_model", {})
+    return int(next(iter(m.values()), {}).get("output_bytes", 0)) if m else 0
+
+
 def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
     s = meta["settings"]
     kmax = max(s["devices"])
@@ -600,6 +636,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         f"{'MET' if wsts and mod and wsts['speedup'] >= 4.0 and wsts['speedup'] > mod['speedup'] else 'NOT met'}"
         f" ({_fmt(wsts and wsts['speedup'])}x vs MoDNN {_fmt(mod and mod['speedup'])}x).",
         "",
+        *_analysis(rows, meta, kmax, best),
         "## Latency and speedup (1 data source)",
         "",
         "| system | grid | " + " | ".join(f"{k} dev" for k in s["devices"]) + " |",
@@ -690,6 +727,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--out", default=None, help="output directory (default benchmarks/results/paper)")
     p.add_argument("--no-guarantee-cpu", action="store_true",
                    help="do not give the emulated devices CPU priority over other work on the machine")
+    p.add_argument("--report-only", default=None, metavar="DIR",
+                   help="re-render DIR/report.md, CSV and plots from DIR/runs.json (no root, no runs)")
     p.add_argument("--no-modnn", action="store_true")
     p.add_argument("--no-ftp", action="store_true")
     return p
@@ -743,9 +782,29 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
     return run_from_args(args)
 
 
+def rerender(directory: str | Path) -> None:
+    """Rewrite the CSV, plots and report of a finished suite from its runs.json."""
+    d = Path(directory)
+    data = json.loads((d / "runs.json").read_text())
+    meta = data["meta"]
+    for g, m in meta.get("cost_model", {}).items():
+        if "output_bytes" not in m:  # runs.json from before output_bytes was recorded
+            s = meta["settings"]
+            from deepthings.darknet import network_from_cfg_text
+
+            net = network_from_cfg_text(truncated_cfg(s["cfg"], s["fused"], s["size"]), random_seed=None)
+            c, h, w = net.layers[-1].out_shape
+            m["output_bytes"] = 4 * c * h * w
+    write_outputs(data["rows"], meta, d)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from deepthings.testbed.testbed import require_root
 
+    if args.report_only:
+        rerender(args.report_only)
+        print(f"re-rendered {Path(args.report_only) / 'report.md'}")
+        return 0
     require_root()
     settings = settings_from_args(args)
     result = run_suite(settings, progress=lambda m: print(m, flush=True))
