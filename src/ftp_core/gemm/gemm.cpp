@@ -35,12 +35,6 @@ float* thread_scratch(size_t floats, int slot) {
   return s.buf.get();
 }
 
-static size_t env_or(const char* name, size_t dflt) {
-  const char* v = std::getenv(name);
-  return v ? (size_t)std::atol(v) : dflt;
-}
-static const size_t gKC = env_or("DT_KC", kGemmKC), gNC = env_or("DT_NC", kGemmNC), gMC = env_or("DT_MC", kGemmMC);
-
 void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float* a_packed,
                  const BSource& b, const float* bias, Act act, float* c, size_t ldc,
                  bool parallel) {
@@ -60,7 +54,7 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
 
   // Column blocks: at most NC wide, and small enough that every thread gets work.
   size_t nc = (N + T - 1) / T;
-  nc = std::min(gNC, (nc + nr - 1) / nr * nr);
+  nc = std::min(kGemmNC, (nc + nr - 1) / nr * nr);
   const size_t n_blocks = (N + nc - 1) / nc;
   // When N is too narrow to feed every thread, also split the rows (each task then packs the
   // same B block: cheap next to the GEMM on such deep, small layers).
@@ -68,7 +62,7 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
   size_t m_splits = 1;
   if (n_blocks < T) m_splits = std::min(m_panels, (T + n_blocks - 1) / n_blocks);
   const size_t panels_per_split = (m_panels + m_splits - 1) / m_splits;
-  const size_t mc_panels = std::max<size_t>(1, gMC / mr);
+  const size_t mc_panels = std::max<size_t>(1, kGemmMC / mr);
 
   const bool fused = act_fused_in_kernel(act);
   const int act_flags = act == Act::relu ? kActRelu : (act == Act::leaky ? kActLeaky : 0);
@@ -80,10 +74,10 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
     const size_t p_end = std::min(m_panels, p_begin + panels_per_split);
     if (p_begin >= p_end) return;
     const size_t n_panels = (ncur + nr - 1) / nr;
-    float* bpack = thread_scratch(std::min(gKC, K) * n_panels * nr, 0);
+    float* bpack = thread_scratch(std::min(kGemmKC, K) * n_panels * nr, 0);
     alignas(64) float bias_pad[64];
-    for (size_t k0 = 0; k0 < K; k0 += gKC) {
-      const size_t kc = std::min(gKC, K - k0);
+    for (size_t k0 = 0; k0 < K; k0 += kGemmKC) {
+      const size_t kc = std::min(kGemmKC, K - k0);
       if (b.geom)
         pack_b_im2col(b.data, *b.geom, k0, kc, n0, ncur, (int)nr, bpack);
       else
