@@ -18,9 +18,10 @@ arch=${1:?usage: run_emulated_tests.sh arm64|armhf WHEEL [pytest args]}
 wheel=${2:?usage: run_emulated_tests.sh arm64|armhf WHEEL [pytest args]}
 shift 2
 root="${ARM_ROOTS:-build/arm-roots}/$arch"
-# The project's own kernel tests run as they are; tests/arm adds the ISA assertion, conv /
-# depthwise / pooling vs the reference, FTP stitching on a small net and a 2-edge cluster.
-paths=${ARM_TEST_PATHS:-tests/arm tests/kernels}
+# The project's own kernel tests and FTP stitching property test run as they are; tests/arm
+# adds the NEON-path assertion, conv / depthwise / pooling vs the reference, FTP stitching on
+# a small net and a 2-edge loopback cluster.
+paths=${ARM_TEST_PATHS:-tests/arm tests/kernels tests/ftp/test_stitch_property.py}
 
 [[ -f "$root/.deepthings-root-ok" ]] || { echo "run_emulated_tests.sh: no root at $root (tools/arm/make_root.sh $arch $root)" >&2; exit 2; }
 [[ -f "$wheel" ]] || { echo "run_emulated_tests.sh: no wheel $wheel" >&2; exit 2; }
@@ -66,8 +67,12 @@ cp tests/conftest.py "$root/opt/dt-tests/tests/"
 targets=()
 for p in $paths; do
   [[ -e "$p" ]] || { echo "run_emulated_tests.sh: $p not in this checkout, skipped" >&2; continue; }
-  mkdir -p "$root/opt/dt-tests/$(dirname "$p")"
-  cp -r "$p" "$root/opt/dt-tests/$p"
+  # A single test file brings its whole directory along (helpers such as ftp_netgen.py).
+  src=$p; [[ -f "$p" ]] && src=$(dirname "$p")
+  if [[ ! -e "$root/opt/dt-tests/$src" ]]; then
+    mkdir -p "$root/opt/dt-tests/$(dirname "$src")"
+    cp -r "$src" "$root/opt/dt-tests/$src"
+  fi
   targets+=("/opt/dt-tests/$p")
 done
 find "$root/opt/dt-tests" -name __pycache__ -prune -exec rm -rf {} +
