@@ -134,3 +134,17 @@ def test_busiest_link():
     name, seconds = ex._busiest_link(link, frames=2, rate="8mbit")
     assert name == "gw down" and seconds == pytest.approx(2_000_000 * 8 / 8e6)
     assert ex._busiest_link(link, 1, None)[1] is None
+
+
+def test_outputs_without_ftp_rows(tmp_path):
+    """A suite run with --no-ftp (or whose FTP runs all failed) still renders, with n/a cells."""
+    settings = ex.Settings(cfg=str(YOLOV2), devices=[1, 2], grids=[(3, 3)], sources=[1, 2], out=str(tmp_path))
+    meta = {"settings": ex.asdict(settings), "errors": [], "suite_s": 1.0, "idle_rss_bytes": 0,
+            "machine": {"cpus": 2, "kernel": "x", "python": "3.11", "loadavg_at_end": [0.0] * 3},
+            "cost_model": {"3x3": {"device_bytes": 1, "redundancy": 0.5, "redundancy_reuse": 0.1, "weight_bytes": 1,
+                                   "peak_footprint_full": 1, "peak_footprint_tile": 1,
+                                   "peak_footprint_tile_reuse": 1, "output_bytes": 4}}}
+    ex.write_outputs([r for r in _rows() if not r["system"].startswith("ftp")], meta, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "| speedup FTP-WST-S | 3.5x (6 devices) | n/a |" in report
+    assert "| speedup MoDNN | 2.1x | 1.80x |" in report

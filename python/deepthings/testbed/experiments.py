@@ -537,8 +537,9 @@ def _find(rows: list[dict], **kw: Any) -> dict | None:
     return None
 
 
-def _fmt(v: Any, spec: str = ".2f") -> str:
-    return "n/a" if v is None else format(v, spec)
+def _fmt(v: Any, spec: str = ".2f", unit: str = "") -> str:
+    # Callers pass `a and b` chains: anything that is not a number means "not measured".
+    return format(v, spec) + unit if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
 
 
 def _analysis(rows: list[dict], meta: dict, kmax: int, grid: str) -> list[str]:
@@ -617,12 +618,12 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         "",
         "| metric | paper (Pi 3, WLAN) | this run |",
         "| --- | --- | --- |",
-        f"| speedup FTP-WST-S | {PAPER['speedup_6_ftp_wst_s']}x (6 devices) | {_fmt(wsts and wsts['speedup'])}x |",
-        f"| speedup MoDNN | {PAPER['speedup_6_modnn']}x | {_fmt(mod and mod['speedup'])}x |",
+        f"| speedup FTP-WST-S | {PAPER['speedup_6_ftp_wst_s']}x (6 devices) | {_fmt(wsts and wsts['speedup'], unit='x')} |",
+        f"| speedup MoDNN | {PAPER['speedup_6_modnn']}x | {_fmt(mod and mod['speedup'], unit='x')} |",
         f"| FTP-WST-S / MoDNN speedup ratio | {PAPER['speedup_6_ftp_wst_s'] / PAPER['speedup_6_modnn']:.2f} | "
         f"{_fmt(wsts and mod and wsts['speedup'] / mod['speedup'])} |",
         f"| latency cut by data reuse (WST-S vs WST) | {PAPER['reuse_latency_cut']:.0%} | "
-        f"{_fmt(reuse_cut and reuse_cut * 100, '.0f')}% |",
+        f"{_fmt(reuse_cut * 100 if reuse_cut is not None else None, '.0f', '%')} |",
         f"| communication WST-S / WSH | {PAPER['wsts_vs_wsh_comm']:.2f} | {_fmt(comm)} |",
         f"| throughput, {max(s['sources'])} sources: DeepThings / MoDNN (FPS) | "
         f"{PAPER['fps_6_sources_deepthings']} / {PAPER['fps_6_sources_modnn']} "
@@ -634,7 +635,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         "",
         f"Goal: FTP-WST-S speedup at {kmax} devices >= 4.0x and above MoDNN's: "
         f"{'MET' if wsts and mod and wsts['speedup'] >= 4.0 and wsts['speedup'] > mod['speedup'] else 'NOT met'}"
-        f" ({_fmt(wsts and wsts['speedup'])}x vs MoDNN {_fmt(mod and mod['speedup'])}x).",
+        f" ({_fmt(wsts and wsts['speedup'], unit='x')} vs MoDNN {_fmt(mod and mod['speedup'], unit='x')}).",
         "",
         *_analysis(rows, meta, kmax, best),
         "## Latency and speedup (1 data source)",
@@ -647,7 +648,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         cells = []
         for k in s["devices"]:
             r = _find(rows, system=system, schedule=sch, grid=g, devices=k, sources=1)
-            cells.append("-" if r is None else f"{r['latency_s']:.3f}s ({_fmt(r['speedup'])}x)")
+            cells.append("-" if r is None else f"{r['latency_s']:.3f}s ({_fmt(r['speedup'], unit='x')})")
         name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
         lines.append(f"| {name} | {g} | " + " | ".join(cells) + " |")
     lines += ["", "## Bytes on the wire per frame (all links, measured on the bridge ports)", "",
@@ -671,9 +672,9 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         comp = r.get("compute_s")
         rest = r["latency_s"] - (comp or 0) - (r.get("gateway_s") or 0)
         name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
-        lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(comp, '.3f')}s | "
-                     f"{_fmt(r.get('gateway_s'), '.3f')}s | {rest:.3f}s | "
-                     f"{r.get('busiest_link', '?')}: {_fmt(r.get('busiest_link_s'), '.3f')}s | "
+        lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(comp, '.3f', 's')} | "
+                     f"{_fmt(r.get('gateway_s'), '.3f', 's')} | {rest:.3f}s | "
+                     f"{r.get('busiest_link', '?')}: {_fmt(r.get('busiest_link_s'), '.3f', 's')} | "
                      f"{_fmt(r.get('stolen_fraction'), '.0%')} | "
                      f"{_fmt(r.get('cpu_s_per_frame'), '.2f')} | {_fmt(r.get('gateway_cpu_s_per_frame'), '.2f')} |")
     if thr or mod_thr:
@@ -698,7 +699,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
             meas = [r["peak_mem_device_bytes"] for r in rows
                     if r["system"] == "ftp" and r["grid"] == g and r.get("peak_mem_device_bytes")]
             lines.append(f"| {g} | {m['device_bytes'] / 1e6:.1f} MB | "
-                         f"{_fmt(meas and statistics.median(meas) / 1e6, '.0f')} MB | "
+                         f"{_fmt(meas and statistics.median(meas) / 1e6, '.0f', ' MB')} | "
                          f"{m['peak_footprint_full'] / 1e6:.1f} MB | {m['redundancy']:.1%} | {m['redundancy_reuse']:.1%} |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
