@@ -66,7 +66,8 @@ class NativeEngine:
         passes zero where its region is interior). Raises ShapeError naming the layer for
         wrong input shapes, dtypes or layouts.
         """
-        _ref._check_inputs(layer, inputs, pad)
+        if not _inputs_look_right(layer, inputs, pad):
+            _ref._check_inputs(layer, inputs, pad)  # raises ShapeError naming the layer
         fn = _DISPATCH.get(layer.type)
         if fn is None:
             raise ShapeError(f"layer {layer.index} [{layer.type}]: no native implementation")
@@ -91,6 +92,26 @@ class NativeEngine:
         with self._lock:
             self._packed[layer] = (w, cw)
         return cw
+
+
+def _inputs_look_right(layer: Any, inputs: Sequence[np.ndarray], pad: Pad | None) -> bool:
+    """Cheap version of the reference engine's input check (about 1 us instead of 10 per
+    layer, which matters for 100+ small layers): count, CHW float32, channels, one map size.
+    When it says no, the full check runs and raises the precise ShapeError."""
+    if len(inputs) != len(layer.inputs) or (pad is not None and (len(pad) != 4 or min(pad) < 0)):
+        return False
+    hw = None
+    tileable = layer.spatial.kind != "global"
+    for a, shp in zip(inputs, layer.in_shapes):
+        if type(a) is not np.ndarray or a.dtype != np.float32 or a.ndim != 3 or a.shape[0] != shp[0]:
+            return False
+        if not tileable and a.shape != shp:
+            return False
+        if hw is None:
+            hw = a.shape[1:]
+        elif a.shape[1:] != hw:
+            return False
+    return True
 
 
 def _c_contiguous(a: np.ndarray) -> np.ndarray:
