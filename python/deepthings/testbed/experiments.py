@@ -57,7 +57,7 @@ class Settings:
     schedules: list[str] = field(default_factory=lambda: ["wst", "wst-s", "wsh"])
     grids: list[tuple[int, int]] = field(default_factory=lambda: [(3, 3), (4, 4), (5, 5)])
     sources: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    frames: int = 2  # timed frames per run (after one warm-up frame)
+    frames: int = 3  # timed frames per run (after one warm-up frame)
     frames_per_source: int = 2
     cpu: float = 0.25
     gateway_cpu: float | None = None
