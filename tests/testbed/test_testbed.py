@@ -185,6 +185,9 @@ def test_cli_signal_tears_down(sig):
         pids = _cgroup_pids(prefix, "d1") + _cgroup_pids(prefix, "gw")
         assert len(pids) >= 3
         proc.send_signal(sig)
+        time.sleep(0.5)  # teardown is waiting for the edge that ignores SIGTERM...
+        if proc.poll() is None:
+            proc.send_signal(sig)  # ...and an impatient second signal must not cut it short
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

@@ -194,6 +194,7 @@ class Testbed:
             if not self._up:
                 self._restore_signal_handlers()
                 return
+            self._defer_signals()  # a second Ctrl-C must not cut the teardown short
             errors: list[str] = []
             cg = self._cg
             assert cg is not None
@@ -250,7 +251,16 @@ class Testbed:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             self._old_handlers[sig] = signal.signal(sig, handler)
 
+    def _defer_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old = signal.signal(sig, signal.SIG_IGN)
+            self._old_handlers.setdefault(sig, old)
+
     def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
         for sig, old in self._old_handlers.items():
             signal.signal(sig, old)
         self._old_handlers.clear()
