@@ -314,15 +314,21 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
     t_first = min(f["submitted_s"] for f in timed)
     t_last = max(f["done_s"] for f in timed)
     per_dev_compute: list[float] = []
-    stolen, tiles, merge = 0, 0, []
+    stolen, tiles, merge, local_share, max_queue = 0, 0, [], [], []
     for f in timed:
         tr = f["trace"]
         by_dev: dict[Any, float] = {}
+        local = 0.0
         for t in tr.get("tiles", []):
             by_dev[t.get("device")] = by_dev.get(t.get("device"), 0.0) + float(t.get("compute_s", 0.0))
             stolen += bool(t.get("stolen"))
             tiles += 1
+            if t.get("origin") == "local" and not t.get("stolen"):
+                local += float(t.get("compute_s", 0.0))
         per_dev_compute.append(max(by_dev.values()) if by_dev else 0.0)
+        total = sum(by_dev.values())
+        local_share.append(local / total if total else 0.0)
+        max_queue.append(max((float(t.get("queue_s", 0.0)) for t in tr.get("tiles", [])), default=0.0))
         merge.append(float(tr.get("stages", {}).get("merge_s", 0.0)))
     cpu = {n: usage[n]["cpu_s"] - usage_before[n]["cpu_s"] for n in usage}
     throttled = {n: usage[n]["throttled_s"] - usage_before[n]["throttled_s"] for n in usage}
@@ -333,6 +339,8 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
             "gateway_bytes_per_frame": (link["gw"]["up"] + link["gw"]["down"]) / len(allf),
             "compute_s": statistics.median(per_dev_compute), "gateway_s": statistics.median(merge),
             "stolen_fraction": stolen / tiles if tiles else 0.0,
+            # Tile compute the data source did itself, and the longest a tile waited in a queue.
+            "source_compute_share": statistics.median(local_share), "max_queue_s": statistics.median(max_queue),
             "cpu_s_per_frame": sum(cpu.values()) / len(allf),
             "gateway_cpu_s_per_frame": cpu["gw"] / len(allf),
             "throttled_s_per_frame": sum(v for n, v in throttled.items() if n != "gw") / len(allf),
@@ -444,7 +452,7 @@ def _machine() -> dict:
 # ----------------------------------------------------------------------------- outputs
 CSV_FIELDS = ["system", "schedule", "grid", "devices", "sources", "latency_s", "latency_max_s", "speedup", "fps",
               "frames", "bytes_per_frame", "gateway_bytes_per_frame", "app_bytes_per_frame", "busiest_link",
-              "busiest_link_s", "compute_s", "wait_s",
+              "busiest_link_s", "compute_s", "wait_s", "source_compute_share", "max_queue_s",
               "gateway_s", "stolen_fraction", "cpu_s_per_frame", "gateway_cpu_s_per_frame",
               "throttled_s_per_frame", "peak_mem_device_bytes"]
 
@@ -663,8 +671,9 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         lines.append(f"| {name} | {g} | " + " | ".join(cells) + " |")
     lines += ["", f"## Where the time goes ({kmax} devices, median per frame)", "",
               "| system | grid | latency | busiest device compute | gateway merge | transfer + waiting | "
-              "busiest link: bytes/rate | stolen tiles | CPU s/frame (all) | gateway CPU s/frame |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "busiest link: bytes/rate | stolen tiles | source's share of tile compute | longest tile queue wait | "
+              "CPU s/frame (all) | gateway CPU s/frame |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for system, sch, g in combos:
         r = _find(rows, system=system, schedule=sch, grid=g, devices=kmax, sources=1)
         if r is None:
@@ -675,7 +684,8 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(comp, '.3f', 's')} | "
                      f"{_fmt(r.get('gateway_s'), '.3f', 's')} | {rest:.3f}s | "
                      f"{r.get('busiest_link', '?')}: {_fmt(r.get('busiest_link_s'), '.3f', 's')} | "
-                     f"{_fmt(r.get('stolen_fraction'), '.0%')} | "
+                     f"{_fmt(r.get('stolen_fraction'), '.0%')} | {_fmt(r.get('source_compute_share'), '.0%')} | "
+                     f"{_fmt(r.get('max_queue_s'), '.3f', 's')} | "
                      f"{_fmt(r.get('cpu_s_per_frame'), '.2f')} | {_fmt(r.get('gateway_cpu_s_per_frame'), '.2f')} |")
     if thr or mod_thr:
         lines += ["", f"## Throughput with several data sources ({kmax} devices, FTP-WST-S {best})", "",
