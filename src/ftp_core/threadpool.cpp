@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <new>
+#include <pthread.h>
 #include <stdexcept>
 #include <string>
 
@@ -138,6 +140,19 @@ int default_num_threads() {
 namespace {
 std::mutex g_pool_mutex;
 std::shared_ptr<ThreadPool> g_pool;
+
+// A forked child (multiprocessing) inherits the pool object but not its worker threads, and
+// maybe a mutex some worker held: abandon both (never join threads that do not exist there)
+// and let the child build a fresh pool on first use.
+void reset_pool_in_child() {
+  new (&g_pool_mutex) std::mutex();
+  new (new char[sizeof(std::shared_ptr<ThreadPool>)]) std::shared_ptr<ThreadPool>(std::move(g_pool));
+  new (&g_pool) std::shared_ptr<ThreadPool>();
+}
+
+struct AtForkRegistration {
+  AtForkRegistration() { pthread_atfork(nullptr, nullptr, reset_pool_in_child); }
+} g_atfork;
 }  // namespace
 
 std::shared_ptr<ThreadPool> global_pool() {

@@ -54,3 +54,31 @@ def test_many_small_calls_terminate(threads: None) -> None:
     for _ in range(2000):
         c = _core.gemm(a, b)
     np.testing.assert_array_equal(c, np.full((8, 600), 64.0, np.float32))
+
+
+def _child_conv(x: np.ndarray, w: np.ndarray, q) -> None:  # runs in a forked child
+    q.put(_core.conv2d_weights(x, w, None, (1, 1), [1, 1, 1, 1], 1, "leaky"))
+
+
+def test_pool_survives_fork(threads: None) -> None:
+    """A child forked after the pool ran (multiprocessing's fork) gets a working pool."""
+    import multiprocessing as mp
+
+    _core.set_num_threads(2)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 40, 40), dtype=np.float32)
+    w = rng.standard_normal((32, 16, 3, 3), dtype=np.float32)
+    want = _core.conv2d_weights(x, w, None, (1, 1), [1, 1, 1, 1], 1, "leaky")
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_conv, args=(x, w, q))
+    p.start()
+    try:
+        got = q.get(timeout=60)
+    finally:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert p.exitcode == 0
+    np.testing.assert_array_equal(got, want)
