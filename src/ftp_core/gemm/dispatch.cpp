@@ -10,18 +10,18 @@
 
 namespace ftp {
 
-void f32_gemm_4x4_scalar(size_t, const float*, const float*, float*, size_t, size_t, size_t,
+void f32_gemm_4x4_scalar(size_t, const float*, const float*, size_t, float*, size_t, size_t, size_t,
                          const float*, int);
 #if defined(DT_ARCH_X86)
-void f32_gemm_6x16_avx2(size_t, const float*, const float*, float*, size_t, size_t, size_t,
+void f32_gemm_6x16_avx2(size_t, const float*, const float*, size_t, float*, size_t, size_t, size_t,
                         const float*, int);
-void f32_gemm_8x32_avx512(size_t, const float*, const float*, float*, size_t, size_t, size_t,
+void f32_gemm_8x32_avx512(size_t, const float*, const float*, size_t, float*, size_t, size_t, size_t,
                           const float*, int);
 #elif defined(DT_ARCH_AARCH64)
-void f32_gemm_8x8_neon_aarch64(size_t, const float*, const float*, float*, size_t, size_t, size_t,
+void f32_gemm_8x8_neon_aarch64(size_t, const float*, const float*, size_t, float*, size_t, size_t, size_t,
                                const float*, int);
 #elif defined(DT_ARCH_ARMV7)
-void f32_gemm_6x8_neon_armv7(size_t, const float*, const float*, float*, size_t, size_t, size_t,
+void f32_gemm_6x8_neon_armv7(size_t, const float*, const float*, size_t, float*, size_t, size_t, size_t,
                              const float*, int);
 #endif
 

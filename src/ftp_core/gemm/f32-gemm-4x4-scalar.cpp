@@ -3,7 +3,7 @@
 
 namespace ftp {
 
-void f32_gemm_4x4_scalar(size_t kc, const float* a, const float* b, float* c, size_t ldc,
+void f32_gemm_4x4_scalar(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                          size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 4, NR = 4;
   float acc[MR][NR];
@@ -15,7 +15,7 @@ void f32_gemm_4x4_scalar(size_t kc, const float* a, const float* b, float* c, si
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
     a += MR;
-    b += NR;
+    b += ldb;
   }
   for (size_t i = 0; i < m; ++i)
     for (size_t j = 0; j < n; ++j) {

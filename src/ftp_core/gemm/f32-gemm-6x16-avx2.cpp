@@ -13,7 +13,7 @@ inline __m256 epilogue(__m256 v, int flags) {
 }
 }  // namespace
 
-void f32_gemm_6x16_avx2(size_t kc, const float* a, const float* b, float* c, size_t ldc,
+void f32_gemm_6x16_avx2(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                         size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 6, NR = 16;
   const bool full = (m == MR && n == NR);
@@ -48,8 +48,8 @@ void f32_gemm_6x16_avx2(size_t kc, const float* a, const float* b, float* c, siz
   }
 #pragma GCC unroll 4
   for (size_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(b);
-    const __m256 b1 = _mm256_load_ps(b + 8);
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = _mm256_loadu_ps(b + 8);
     __m256 av;
     av = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
     av = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
@@ -58,7 +58,7 @@ void f32_gemm_6x16_avx2(size_t kc, const float* a, const float* b, float* c, siz
     av = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
     av = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
     a += MR;
-    b += NR;
+    b += ldb;
   }
   _mm256_storeu_ps(cc + 0 * ld, epilogue(c00, flags)); _mm256_storeu_ps(cc + 0 * ld + 8, epilogue(c01, flags));
   _mm256_storeu_ps(cc + 1 * ld, epilogue(c10, flags)); _mm256_storeu_ps(cc + 1 * ld + 8, epilogue(c11, flags));

@@ -14,7 +14,7 @@ inline float32x4_t epilogue(float32x4_t v, int flags) {
 }
 }  // namespace
 
-void f32_gemm_6x8_neon_armv7(size_t kc, const float* a, const float* b, float* c, size_t ldc,
+void f32_gemm_6x8_neon_armv7(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                              size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 6, NR = 8;
   const bool full = (m == MR && n == NR);
@@ -50,7 +50,7 @@ void f32_gemm_6x8_neon_armv7(size_t kc, const float* a, const float* b, float* c
     acc0[4] = vmlaq_lane_f32(acc0[4], b0, a45, 0); acc1[4] = vmlaq_lane_f32(acc1[4], b1, a45, 0);
     acc0[5] = vmlaq_lane_f32(acc0[5], b0, a45, 1); acc1[5] = vmlaq_lane_f32(acc1[5], b1, a45, 1);
     a += MR;
-    b += NR;
+    b += ldb;
   }
   for (int i = 0; i < MR; ++i) {
     vst1q_f32(cc + i * ld, epilogue(acc0[i], flags));

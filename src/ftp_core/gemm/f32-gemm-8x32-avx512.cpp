@@ -14,7 +14,7 @@ inline __m512 epilogue(__m512 v, int flags) {
 }
 }  // namespace
 
-void f32_gemm_8x32_avx512(size_t kc, const float* a, const float* b, float* c, size_t ldc,
+void f32_gemm_8x32_avx512(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                           size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 8, NR = 32;
   // Column edges use masks; only a short M edge needs the scratch tile.
@@ -42,8 +42,8 @@ void f32_gemm_8x32_avx512(size_t kc, const float* a, const float* b, float* c, s
     for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
   }
   for (size_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(b);
-    const __m512 b1 = _mm512_load_ps(b + 16);
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 av = _mm512_set1_ps(a[i]);
@@ -51,7 +51,7 @@ void f32_gemm_8x32_avx512(size_t kc, const float* a, const float* b, float* c, s
       acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
     }
     a += MR;
-    b += NR;
+    b += ldb;
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {

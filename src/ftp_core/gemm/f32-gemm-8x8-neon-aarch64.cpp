@@ -14,7 +14,7 @@ inline float32x4_t epilogue(float32x4_t v, int flags) {
 }
 }  // namespace
 
-void f32_gemm_8x8_neon_aarch64(size_t kc, const float* a, const float* b, float* c, size_t ldc,
+void f32_gemm_8x8_neon_aarch64(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                                size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 8, NR = 8;
   const bool full = (m == MR && n == NR);
@@ -51,7 +51,7 @@ void f32_gemm_8x8_neon_aarch64(size_t kc, const float* a, const float* b, float*
     acc0[6] = vfmaq_laneq_f32(acc0[6], b0, a1, 2); acc1[6] = vfmaq_laneq_f32(acc1[6], b1, a1, 2);
     acc0[7] = vfmaq_laneq_f32(acc0[7], b0, a1, 3); acc1[7] = vfmaq_laneq_f32(acc1[7], b1, a1, 3);
     a += MR;
-    b += NR;
+    b += ldb;
   }
   for (int i = 0; i < MR; ++i) {
     vst1q_f32(cc + i * ld, epilogue(acc0[i], flags));

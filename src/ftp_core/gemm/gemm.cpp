@@ -78,10 +78,9 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
     alignas(64) float bias_pad[64];
     for (size_t k0 = 0; k0 < K; k0 += kGemmKC) {
       const size_t kc = std::min(kGemmKC, K - k0);
-      if (b.geom)
-        pack_b_im2col(b.data, *b.geom, k0, kc, n0, ncur, (int)nr, bpack);
-      else
-        pack_b(b.data, b.ldb, k0, kc, n0, ncur, (int)nr, bpack);
+      // im2col sources are packed (that is the im2col); a dense B is read in place by full
+      // panels and only its ragged last panel is packed (zero padded).
+      if (b.geom) pack_b_im2col(b.data, *b.geom, k0, kc, n0, ncur, (int)nr, bpack);
       const bool last = k0 + kc == K;
       const int flags = (k0 > 0 ? kLoadC : 0) | (last && fused ? act_flags : 0);
       for (size_t pm0 = p_begin; pm0 < p_end; pm0 += mc_panels) {
@@ -89,7 +88,19 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
         for (size_t jp = 0; jp < n_panels; ++jp) {
           const size_t col = n0 + jp * nr;
           const size_t n_eff = std::min(nr, N - col);
-          const float* bp = bpack + jp * kc * nr;
+          const float* bp;
+          size_t ldb;
+          if (b.geom) {
+            bp = bpack + jp * kc * nr;
+            ldb = nr;
+          } else if (n_eff == nr) {
+            bp = b.data + k0 * b.ldb + col;
+            ldb = b.ldb;
+          } else {
+            if (pm0 == p_begin) pack_b(b.data, b.ldb, k0, kc, col, n_eff, (int)nr, bpack + jp * kc * nr);
+            bp = bpack + jp * kc * nr;
+            ldb = nr;
+          }
           for (size_t ip = pm0; ip < pm1; ++ip) {
             const size_t row = ip * mr;
             const size_t m_eff = std::min(mr, M - row);
@@ -103,7 +114,7 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
               }
             }
             float* cp = c + row * ldc + col;
-            k.ukernel(kc, a_packed + ip * mr * K + k0 * mr, bp, cp, ldc, m_eff, n_eff, bias_p, flags);
+            k.ukernel(kc, a_packed + ip * mr * K + k0 * mr, bp, ldb, cp, ldc, m_eff, n_eff, bias_p, flags);
             if (last && !fused)
               for (size_t i = 0; i < m_eff; ++i) act_inplace(act, cp + i * ldc, n_eff);
           }

@@ -22,10 +22,12 @@ enum : int {
 };
 
 // One MR x NR register tile: C[0:m, 0:n] (+)= A_panel(kc x MR) * B_panel(kc x NR).
-// a: kc groups of MR floats; b: kc groups of NR floats (zero padded past m / n);
+// a: kc groups of MR floats; b: kc rows of NR floats, ldb floats apart (ldb = NR for a packed
+// panel; a dense B matrix is read in place with its own row stride); columns past n of a
+// packed panel are zero, those of a dense B are ignored;
 // c: row-major with leading dimension ldc; bias: MR floats (may be null); m <= MR, n <= NR.
-using GemmUKernel = void (*)(size_t kc, const float* a, const float* b, float* c, size_t ldc,
-                             size_t m, size_t n, const float* bias, int flags);
+using GemmUKernel = void (*)(size_t kc, const float* a, const float* b, size_t ldb, float* c,
+                             size_t ldc, size_t m, size_t n, const float* bias, int flags);
 
 struct GemmKernel {
   const char* name;  // e.g. "f32-gemm-6x16-avx2"
