@@ -10,7 +10,9 @@
 # pip (which refuses a wheel whose tags this interpreter does not support), then pytest on
 # $ARM_TEST_PATHS from a copy of the tests, never the source tree, so `import deepthings`
 # can only find the installed wheel. Extra arguments go to pytest. Exit status = pytest's.
-# Env: ARM_ROOTS (default build/arm-roots), ARM_TEST_PATHS, ARM_PYTEST_ARGS.
+# Hypothesis runs with a fixed seed (ARM_HYPOTHESIS_SEED, default 0): a CI stage this slow
+# must give the same verdict for the same code; the host suite explores with random seeds.
+# Env: ARM_ROOTS (default build/arm-roots), ARM_TEST_PATHS, ARM_PYTEST_ARGS, ARM_HYPOTHESIS_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -97,6 +99,7 @@ status=0
 # shellcheck disable=SC2086
 in_root "$chroot_bin" "$root" /opt/dt-venv/bin/python -m pytest -p no:cacheprovider \
   --rootdir /opt/dt-tests -c /opt/dt-tests/pyproject.toml -q --durations=8 \
+  --hypothesis-seed="${ARM_HYPOTHESIS_SEED:-0}" \
   ${ARM_PYTEST_ARGS:-} "$@" "${targets[@]}" || status=$?
 t2=$(date +%s)
 echo "run_emulated_tests.sh: $arch: tests took $((t2 - t1)) s (exit $status)"
