@@ -29,9 +29,10 @@ void set_winograd_enabled(bool on) { g_winograd_enabled.store(on); }
 bool winograd_enabled() { return g_winograd_enabled.load(); }
 
 bool winograd_applies(const ConvWeights& w, int C, int sh, int sw) {
-  // Pays off once C and O are not tiny; the 16/9 weight blow-up is capped for deep layers.
+  // Pays off once C and O are not tiny. The transformed weights take 16/9 of the packed
+  // im2col weights (which are then never made); capped at YOLOv2's largest layer (1280 -> 1024).
   return winograd_enabled() && w.kh == 3 && w.kw == 3 && sh == 1 && sw == 1 && w.groups == 1 &&
-         C >= 8 && w.out_channels >= 16 && (size_t)w.out_channels * C <= 512u * 512u;
+         C >= 8 && w.out_channels >= 16 && (size_t)w.out_channels * C <= 1280u * 1024u;
 }
 
 const float* ConvWeights::winograd_packed(const GemmKernel& k) {
