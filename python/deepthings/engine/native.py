@@ -1,8 +1,9 @@
 """The native engine: runs each layer with the C++ kernels in ``deepthings._core``.
 
-Conv weights are copied and GEMM-packed once per layer object (per ISA) and kept, so a
-network pays the packing only on its first forward. The detection heads and crop are
-element-wise NumPy (the reference functions): they are a negligible share of the work.
+Conv weights are copied and packed (GEMM panels, or Winograd-transformed for 3x3 stride-1
+convs) once per layer object and ISA, so a network pays that only on its first forward. The
+region/yolo heads and crop are element-wise NumPy (the reference functions): a negligible share
+of the work. Design, memory bounds and switches: src/ftp_core/README.md.
 """
 
 from __future__ import annotations
