@@ -220,6 +220,8 @@ class Edge:
 
     def _drain(self, sock: zmq.Socket, handler: Callable[[Message], None]) -> None:
         for _ in range(256):
+            if sock.closed:  # a handler reconnected (new gateway socket) or dropped a victim
+                return
             try:
                 _, msg, _ = transport.recv(sock, False, "gateway" if sock is self.gw else "victim", log)
             except zmq.Again:
