@@ -2,7 +2,7 @@
 
     python benchmarks/compare_peers.py [--rounds 7] [--models yolov2-16,yolov2,yolo-fastest]
 
-For each model and 1 and 2 threads it prints the median latency of our engine, ONNX Runtime
+For each model and 1 and 2 threads it prints the best latency of our engine, ONNX Runtime
 (graph built from the same cfg + weights, see onnx_graph.py) and OpenCV DNN (readNetFromDarknet
 on the same cfg + weights file), the ratios, our GFLOP/s and its share of a measured SGEMM peak
 (NumPy/OpenBLAS matmul with the same thread count, in a subprocess). Outputs are checked to
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,16 +151,23 @@ class Case:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Median seconds per function, running them round-robin after one warm-up each."""
+    """Best (minimum) seconds per function over interleaved rounds, after one warm-up each.
+
+    Other processes on the machine can only add time to a run, so the minimum is the least
+    disturbed estimate; interleaving makes the engines share whatever disturbance there is.
+    Fast models get more rounds (about 2 s per engine at least, at most 60 rounds)."""
+    t0 = time.perf_counter()
     for f in fns.values():
         f()
+    warm = (time.perf_counter() - t0) / len(fns)
+    rounds = max(rounds, min(60, int(2.0 / max(warm, 1e-4))))
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def per_layer_table(case: Case, repeats: int = 3) -> None:
