@@ -142,9 +142,15 @@ class Gateway:
                             self._wake_rx.recv(flags=zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                    self._deliver_merged()
+                    try:
+                        self._deliver_merged()
+                    except Exception:  # never lose the gateway to one frame's bookkeeping
+                        log.exception("delivering a merged frame failed")
                 if now >= next_tick:
-                    self._tick(now)
+                    try:
+                        self._tick(now)
+                    except Exception:
+                        log.exception("gateway tick failed")
                     next_tick = now + self.config.hb_interval_s / 2
         finally:
             self._merge_in.put(None)
@@ -346,9 +352,12 @@ class Gateway:
             "level": self.workload.level(tile),
             "result_bytes": nbytes,
         }
-        for k in ("queue_s", "input_bytes", "reused", "origin", "edge_overhead_s"):
-            if k in meta:
-                trace[k] = meta[k]
+        # Edge-reported extras, kept only when they have the right type (an edge is not trusted
+        # to be well-behaved: the trace must never break the frame's answer).
+        for k, types in (("queue_s", (int, float)), ("input_bytes", (int,)), ("reused", (bool,)), ("origin", (str,))):
+            v = meta.get(k)
+            if isinstance(v, types) and (k == "reused" or not isinstance(v, bool)):
+                trace[k] = v if k != "origin" else v[:16]
         issued = st.tile_trace.get(tile, {}).get("issued_at")
         if issued is not None:
             trace["rtt_s"] = now - issued
