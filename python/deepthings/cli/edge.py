@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from deepthings.cli.gateway import add_key_arguments, resolve_key
-from deepthings.errors import ClusterError
+from deepthings.errors import ClusterError, DeepthingsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     edge: Edge
     images = source_images(args.source) if args.source else []
     sizes: dict[str, tuple[int, int]] = {}
+    skipped: list[str] = []
     out_fh = open(args.out, "a") if args.out else None
 
     def frames() -> Iterator[tuple[Any, Any]]:
@@ -78,7 +79,12 @@ def run(args: argparse.Namespace) -> int:
         count = args.frames if args.frames is not None else len(images)
         for i in range(count):
             path = images[i % len(images)]
-            rgb = to_rgb_array(path)
+            try:
+                rgb = to_rgb_array(path)
+            except DeepthingsError as exc:  # one bad image must not end the stream
+                print(f"deepthings: skipping {path}: {exc}", file=sys.stderr)
+                skipped.append(str(path))
+                continue
             _, h, w = edge.workload.input_shape  # type: ignore[union-attr]
             sizes[str(path)] = (rgb.shape[1], rgb.shape[0])
             yield (i, str(path)), preprocess(rgb, (w, h))
@@ -111,5 +117,6 @@ def run(args: argparse.Namespace) -> int:
         if out_fh is not None:
             out_fh.close()
     if images:
-        print(f"{edge.frames_done} frame(s) done", file=sys.stderr)
-    return 0
+        print(f"{edge.frames_done} frame(s) done" + (f", {len(skipped)} image(s) skipped" if skipped else ""),
+              file=sys.stderr)
+    return 1 if skipped else 0

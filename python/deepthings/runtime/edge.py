@@ -590,6 +590,9 @@ class Edge:
             except StopIteration:
                 self._frames = None
                 return
+            except Exception as exc:  # e.g. an unreadable image: skip that frame, keep serving
+                log.error("skipping a source frame: %s", exc)
+                continue
             self._refs += 1
             self._inflight[self._refs] = (tag, x, None)
             self._send_gw(make("SUBMIT", [np.ascontiguousarray(x, np.float32)], ref=self._refs, keep=True))
