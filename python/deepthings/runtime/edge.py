@@ -495,14 +495,19 @@ class Edge:
         if not self.ready:
             return
         self._submit_own_frames()
-        if self.current is not None or self.parked is not None:
-            return
-        task = self.queue.pop_own()
-        if task is not None:
-            self._report_queue()
-            self._start(task)
-            return
-        if self.asking is None and self.stealing is None and now >= self._backoff_until:
+        if self.current is None and self.parked is None:
+            task = self.queue.pop_own()
+            if task is not None:
+                self._report_queue()
+                self._start(task)
+            elif self.asking is None and self.stealing is None and now >= self._backoff_until:
+                self.asking = now
+                self._send_gw(make("WORK_REQ"))
+                return
+        # Work sharing: ask for the next task while this one runs, so the gateway's round trip
+        # hides behind compute (one task of prefetch; stealing stays idle-only, as in DeepThings).
+        busy = self.current is not None or self.parked is not None
+        if busy and self.schedule == "wsh" and not len(self.queue) and self.asking is None and now >= self._backoff_until:
             self.asking = now
             self._send_gw(make("WORK_REQ"))
 
