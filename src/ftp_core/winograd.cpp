@@ -74,7 +74,6 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
   const int OH = window_out(H, pad.top, pad.bottom, 3, 1);
   const int OW = window_out(W, pad.left, pad.right, 3, 1);
   const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-  const size_t T = (size_t)TH * TW;
   const GemmKernel& k = active_kernel();
   const float* U = w.winograd_packed(k);
   const size_t u_stride = packed_a_size(O, C, k.mr);
