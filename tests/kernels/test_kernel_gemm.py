@@ -108,3 +108,26 @@ def test_bad_arrays_are_named() -> None:
         _core.gemm(np.zeros((3, 4), np.float32), np.zeros((5, 2), np.float32))
     with pytest.raises(ValueError, match="num_threads|n must be"):
         _core.set_num_threads(0)
+
+
+def _run_with_env(env_extra: dict[str, str], code: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPTHINGS_")}
+    env.update(PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **env_extra)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_env_vars_choose_isa_and_threads() -> None:
+    """$DEEPTHINGS_ISA forces a kernel path, $DEEPTHINGS_THREADS sizes the pool; an unusable
+    ISA name falls back to the best path with a warning instead of failing the import."""
+    code = "import deepthings._core as c; print(c.active_isa(), c.get_num_threads())"
+    out = _run_with_env({"DEEPTHINGS_ISA": "scalar", "DEEPTHINGS_THREADS": "3"}, code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["scalar", "3"]
+    out = _run_with_env({"DEEPTHINGS_ISA": "sse9"}, code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == _core.available_isas()[-1]
+    assert "DEEPTHINGS_ISA" in out.stderr
