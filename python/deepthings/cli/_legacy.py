@@ -81,7 +81,7 @@ def _translate(argv: Sequence[str]) -> list[str]:
     if "-v" in opts or "--verbose" in opts:
         out.append("--verbose")
     n, m, layers = _int(opts, "-n"), _int(opts, "-m"), _int(opts, "-l")
-    grid = [f"--grid", f"{n or m or 5}x{m or n or 5}"] if (n or m) else []
+    grid = ["--grid", f"{n or m or 5}x{m or n or 5}"] if (n or m) else []
     fused = ["--fused", str(layers)] if layers else []
     total = _int(opts, "-total_edge")
     model = ["--model", opts["-model"]] if "-model" in opts else []

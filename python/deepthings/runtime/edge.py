@@ -28,7 +28,7 @@ from deepthings.runtime import transport
 from deepthings.runtime.keys import ClusterKey, start_authenticator
 from deepthings.runtime.protocol import Message, make
 from deepthings.runtime.scheduler import LocalQueue, LocalTask, steal_pays
-from deepthings.runtime.workload import ReuseData, TileOutput, Workload
+from deepthings.runtime.workload import ReuseData, Workload
 
 log = logging.getLogger("deepthings.runtime.edge")
 steal_log = logging.getLogger("deepthings.runtime.steal")
@@ -167,7 +167,6 @@ class Edge:
                 if exit_when_sourced and self.config.source and self.ready and self.source_exhausted:
                     break
                 events = dict(self.poller.poll(timeout=int(self.hb_interval_s * 250)))
-                now = time.monotonic()
                 if self.gw is not None and self.gw in events:
                     self._drain(self.gw, self._on_gateway)
                 if self.steal_sock in events:

@@ -19,7 +19,7 @@ import numpy as np
 import zmq
 
 from deepthings.errors import ClusterError, ProtocolError
-from deepthings.runtime import protocol, transport
+from deepthings.runtime import transport
 from deepthings.runtime.keys import ClusterKey, start_authenticator
 from deepthings.runtime.protocol import Message, make
 from deepthings.runtime.scheduler import (
@@ -27,7 +27,6 @@ from deepthings.runtime.scheduler import (
     SCHEDULES,
     EventLog,
     FrameBook,
-    FrameState,
     GatewayQueue,
     Membership,
     Peer,
