@@ -64,6 +64,20 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
   const size_t panels_per_split = (m_panels + m_splits - 1) / m_splits;
   const size_t mc_panels = std::max<size_t>(1, kGemmMC / mr);
 
+  // Reading a dense B in place saves the packing copy, but its KC rows must not pile up in a
+  // few L1 sets: rows a multiple of 4 KiB apart all map to one set. Allow it only when the row
+  // stride in cache lines shares at most a factor 4 with the 64 L1 sets (or is not line-sized);
+  // measured: 1024-float rows read in place ran 2.3x slower than packed ones.
+  bool b_direct = false;
+  if (!b.geom) {
+    size_t lines = b.ldb % 16 ? 1 : b.ldb / 16, g = 64;
+    for (size_t x = lines; x;) {  // gcd(lines, 64)
+      size_t r = g % x;
+      g = x;
+      x = r;
+    }
+    b_direct = b.ldb % 16 != 0 || g <= 4;
+  }
   const bool fused = act_fused_in_kernel(act);
   const int act_flags = act == Act::relu ? kActRelu : (act == Act::leaky ? kActLeaky : 0);
 
@@ -79,8 +93,11 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
     for (size_t k0 = 0; k0 < K; k0 += kGemmKC) {
       const size_t kc = std::min(kGemmKC, K - k0);
       // im2col sources are packed (that is the im2col); a dense B is read in place by full
-      // panels and only its ragged last panel is packed (zero padded).
-      if (b.geom) pack_b_im2col(b.data, *b.geom, k0, kc, n0, ncur, (int)nr, bpack);
+      // panels (when its stride allows) and only its ragged last panel is packed (zero padded).
+      if (b.geom)
+        pack_b_im2col(b.data, *b.geom, k0, kc, n0, ncur, (int)nr, bpack);
+      else if (!b_direct)
+        pack_b(b.data, b.ldb, k0, kc, n0, ncur, (int)nr, bpack);
       const bool last = k0 + kc == K;
       const int flags = (k0 > 0 ? kLoadC : 0) | (last && fused ? act_flags : 0);
       for (size_t pm0 = p_begin; pm0 < p_end; pm0 += mc_panels) {
@@ -90,7 +107,7 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
           const size_t n_eff = std::min(nr, N - col);
           const float* bp;
           size_t ldb;
-          if (b.geom) {
+          if (b.geom || !b_direct) {
             bp = bpack + jp * kc * nr;
             ldb = nr;
           } else if (n_eff == nr) {
