@@ -129,6 +129,7 @@ class Edge:
         self.current: LocalTask | None = None
         self.current_started = 0.0
         self.parked: LocalTask | None = None  # level-1 task waiting for REUSE data
+        self._parked_at = 0.0
         self.asking: float | None = None  # WORK_REQ outstanding since
         self.stealing: tuple[zmq.Socket, str, float] | None = None
         self._victims: dict[str, zmq.Socket] = {}
@@ -205,6 +206,9 @@ class Edge:
         self.poller.register(self.gw, zmq.POLLIN)
         self.ready = False
         self.asking = None
+        if self.parked is not None:  # its REUSE answer would go to the old socket: ask again later
+            self.queue.push_front(self.parked)
+            self.parked = None
         now = time.monotonic()
         self._hello_at = now
         self._last_gw_rx = now
@@ -405,7 +409,11 @@ class Edge:
         self.parked = None
         task.extra = list(msg.arrays)
         task.meta["reuse"] = msg["meta"] if msg.arrays else None
-        self._start(task)
+        if self.current is None:
+            self._start(task)
+        else:  # the worker took other work while we waited: this one runs next
+            self.queue.push_front(task)
+            self._report_queue()
 
     # ------------------------------------------------------------------ stealing
     def _steal_from(self, victim: int, addr: str) -> None:
@@ -503,6 +511,13 @@ class Edge:
                 self.asking = now
                 self._send_gw(make("WORK_REQ"))
                 return
+        elif self.current is None:
+            # A level-1 tile waits for its neighbours' data: keep the worker busy meanwhile with
+            # a task that needs no fetch (the parked one goes first once its data is here).
+            task = self.queue.pop_first(lambda t: not self._needs_reuse_fetch(t))
+            if task is not None:
+                self._report_queue()
+                self._start(task)
         # Work sharing: ask for the next task while this one runs, so the gateway's round trip
         # hides behind compute (one task of prefetch; stealing stays idle-only, as in DeepThings).
         busy = self.current is not None or self.parked is not None
@@ -510,15 +525,22 @@ class Edge:
             self.asking = now
             self._send_gw(make("WORK_REQ"))
 
-    def _start(self, task: LocalTask) -> None:
-        assert self.workload is not None
-        if (
+    def _needs_reuse_fetch(self, task: LocalTask) -> bool:
+        """A WST-S level-1 tile that has not yet asked the gateway's overlap cache."""
+        return (
             self.schedule == "wst-s"
+            and self.workload is not None
             and self.workload.supports_reuse
             and task.level == 1
             and "reuse" not in task.meta
-        ):
+        )
+
+    def _start(self, task: LocalTask) -> None:
+        assert self.workload is not None
+        if self._needs_reuse_fetch(task):
+            assert self.parked is None
             self.parked = task  # ask the gateway's overlap cache first
+            self._parked_at = time.monotonic()
             self._send_gw(make("REUSE_REQ", frame=task.frame, tile=task.tile))
             return
         self.current = task
@@ -616,6 +638,10 @@ class Edge:
             return
         if now - self._last_gw_tx >= self.hb_interval_s:
             self._send_gw(make("HEARTBEAT"))
+        if self.parked is not None and now - self._parked_at > max(1.0, 4 * self.hb_interval_s):
+            task, self.parked = self.parked, None  # no REUSE answer: compute it in full (fallback)
+            task.meta["reuse"] = None
+            self.queue.push_front(task)
         if self.asking is not None and now - self.asking > max(1.0, 4 * self.hb_interval_s):
             self.asking = None  # ask again: a lost WORK_REQ must not idle us for good
         if self.stealing is not None and now - self.stealing[2] > self.config.steal_timeout_s:

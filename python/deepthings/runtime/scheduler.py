@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -179,6 +179,18 @@ class LocalQueue:
 
     def pop_own(self) -> LocalTask | None:
         return self._q.popleft() if self._q else None
+
+    def pop_first(self, ok: "Callable[[LocalTask], bool]") -> LocalTask | None:
+        """The first task (owner's order) for which ``ok(task)`` holds, removed; else None."""
+        for i, t in enumerate(self._q):
+            if ok(t):
+                del self._q[i]
+                return t
+        return None
+
+    def push_front(self, task: LocalTask) -> None:
+        """Put a task back at the head (it was taken out and is next to run)."""
+        self._q.appendleft(task)
 
     def steal_order(self) -> list[tuple[LocalTask, int]]:
         """Stealable tasks with their queue positions (0 = next to run), best first for a thief."""
