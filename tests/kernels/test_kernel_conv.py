@@ -54,14 +54,14 @@ def _run(case: dict) -> None:
     assert err <= 1e-4 * _scale(x, w, case["stride"], case["pad"], case["groups"]), (case, err)
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(case=conv_cases())
 def test_conv_matches_reference(isa: str, case: dict) -> None:
     """Native conv == reference conv (kernels 1..7, strides 1..3, groups, asymmetric pad)."""
     _run(case)
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(case=conv_cases(depthwise=True))
 def test_depthwise_matches_reference(isa: str, case: dict) -> None:
     """The direct depthwise kernel == reference (groups == channels == filters)."""
@@ -138,7 +138,7 @@ def conv3x3_cases(draw: st.DrawFn) -> dict:
                 groups=1, act=draw(st.sampled_from(["linear", "leaky"])), seed=draw(st.integers(0, 2**31)))
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(case=conv3x3_cases())
 def test_conv3x3_winograd_and_im2col(isa: str, winograd: bool, case: dict) -> None:
     """3x3 stride-1 convs (Winograd F(2x2,3x3) when on) == reference, odd sizes, tile pads."""
