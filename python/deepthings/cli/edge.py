@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--advertise", default=None, metavar="HOST",
                    help="address other edges use to steal from this one (default: the interface towards the gateway)")
     p.add_argument("--inflight", type=int, default=2, metavar="K", help="with --source: frames in flight (2)")
+    p.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
+                   help="more log output (-v shows the steal traffic, -vv everything)")
     add_key_arguments(p)
     p.set_defaults(func=run)
 

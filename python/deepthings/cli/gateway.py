@@ -67,6 +67,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--task-timeout", type=float, default=60.0, metavar="S", help="re-issue a task after S seconds (60)")
     p.add_argument("--link-mbps", type=float, default=100.0, metavar="MBIT", help="link speed for cost-aware stealing (100)")
     p.add_argument("--expect-edges", type=int, default=0, metavar="K", help="log when K edges have joined")
+    p.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
+                   help="more log output (-v shows the steal traffic, -vv everything)")
     add_key_arguments(p)
     p.set_defaults(func=run)
 

@@ -32,6 +32,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--frames", type=int, default=None, metavar="N", help="frames to run (default: one per image)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="native threads per edge (1)")
     p.add_argument("--json", action="store_true", help="one JSON line per frame instead of text")
+    p.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
+                   help="more log output (-v shows the steal traffic, -vv everything)")
     p.set_defaults(func=run)
 
 
