@@ -21,23 +21,27 @@ ftp::Region to_region(const Quad& q) {
   return ftp::Region{std::get<0>(q), std::get<1>(q), std::get<2>(q), std::get<3>(q)};
 }
 
-// (active, out, in, pad) per layer, plus the input region.
+// (active, out, in, pad) of one layer; a trace has (active, out, in, pad, produced) per
+// layer, plus the input region.
 using LayerTuple = std::tuple<bool, Quad, Quad, Quad>;
-using TraceTuple = std::tuple<std::vector<LayerTuple>, Quad>;
+using TraceLayerTuple = std::tuple<bool, Quad, Quad, Quad, Quad>;
+using TraceTuple = std::tuple<std::vector<TraceLayerTuple>, Quad>;
 
 TraceTuple to_tuple(const ftp::TileTrace& t) {
-  std::vector<LayerTuple> layers;
+  std::vector<TraceLayerTuple> layers;
   layers.reserve(t.layers.size());
-  for (const auto& l : t.layers) layers.emplace_back(l.active, to_quad(l.out), to_quad(l.in), to_quad(l.pad));
+  for (const auto& l : t.layers)
+    layers.emplace_back(l.active, to_quad(l.out), to_quad(l.in), to_quad(l.pad), to_quad(l.produced));
   return {layers, to_quad(t.input_region)};
 }
 
 ftp::TileTrace from_tuple(const TraceTuple& tt) {
   ftp::TileTrace t;
-  for (const auto& [active, out, in, pad] : std::get<0>(tt)) {
+  for (const auto& [active, out, in, pad, produced] : std::get<0>(tt)) {
     ftp::LayerRegion lr;
     lr.active = active;
     lr.out = to_region(out);
+    lr.produced = to_region(produced);
     lr.in = to_region(in);
     lr.pad = ftp::Pad{std::get<0>(pad), std::get<1>(pad), std::get<2>(pad), std::get<3>(pad)};
     t.layers.push_back(lr);
@@ -79,7 +83,7 @@ void bind_region(py::module_& m) {
   py::class_<ftp::LayerDesc>(m, "LayerDesc", "plain description of one fused-block layer")
       .def(py::init([](ftp::Kind kind, std::pair<int, int> kernel, std::pair<int, int> stride, Quad pad, int factor,
                        std::vector<int> inputs, std::vector<int> in_h, std::vector<int> in_w, int out_h,
-                       int out_w) {
+                       int out_w, int align) {
              ftp::LayerDesc d;
              d.kind = kind;
              d.kh = kernel.first;
@@ -93,10 +97,13 @@ void bind_region(py::module_& m) {
              d.in_w = std::move(in_w);
              d.out_h = out_h;
              d.out_w = out_w;
+             d.align = align;
              return d;
            }),
            py::arg("kind"), py::arg("kernel"), py::arg("stride"), py::arg("pad"), py::arg("factor"),
-           py::arg("inputs"), py::arg("in_h"), py::arg("in_w"), py::arg("out_h"), py::arg("out_w"))
+           py::arg("inputs"), py::arg("in_h"), py::arg("in_w"), py::arg("out_h"), py::arg("out_w"),
+           py::arg("align") = 1)
+      .def_readonly("align", &ftp::LayerDesc::align)
       .def_readonly("out_h", &ftp::LayerDesc::out_h)
       .def_readonly("out_w", &ftp::LayerDesc::out_w);
 
@@ -131,7 +138,8 @@ void bind_region(py::module_& m) {
         return to_tuple(ftp::trace_tile(block, s, h, w));
       },
       py::arg("block"), py::arg("seeds"), py::arg("net_in_h"), py::arg("net_in_w"),
-      "back-trace one tile: ([(active, out, in, pad) per layer], input_region)");
+      "back-trace one tile: ([(active, out, in, pad, produced) per layer], input_region); produced: "
+      "what the engine returns, out extended up/left to LayerDesc.align");
 
   m.def(
       "region_reduced_trace",
@@ -139,15 +147,16 @@ void bind_region(py::module_& m) {
          const std::array<std::optional<TraceTuple>, 4>& nbs, std::array<bool, 4> present) {
         Neighbours n(nbs);
         auto rt = ftp::reduced_trace(block, to_seeds(seeds), h, w, n.ptrs, present);
-        std::vector<std::tuple<bool, Quad, Quad, Quad, Quad>> layers;
+        std::vector<std::tuple<bool, Quad, Quad, Quad, Quad, Quad>> layers;
         for (const auto& l : rt.layers)
-          layers.emplace_back(l.active, to_quad(l.need), to_quad(l.compute), to_quad(l.in), to_quad(l.pad));
+          layers.emplace_back(l.active, to_quad(l.need), to_quad(l.compute), to_quad(l.in), to_quad(l.pad),
+                              to_quad(l.produced));
         return std::make_tuple(layers, to_quad(rt.input_region));
       },
       py::arg("block"), py::arg("seeds"), py::arg("net_in_h"), py::arg("net_in_w"), py::arg("neighbours"),
       py::arg("present"),
-      "level-1 tile with data reuse: ([(active, need, compute, in, pad) per layer], input_region); "
-      "neighbours: (up, left, down, right) full traces or None");
+      "level-1 tile with data reuse: ([(active, need, compute, in, pad, produced) per layer], "
+      "input_region); neighbours: (up, left, down, right) full traces or None");
 
   m.def(
       "region_publish",

@@ -107,6 +107,17 @@ LayerRegion layer_input_region(const LayerDesc& d, const Region& out, int index)
     case Kind::Global:
       throw RegionError(layer_msg(index, "global layer cannot be tiled"));
   }
+  lr.produced = out;
+  if (d.align > 1) {
+    // Produce from the aligned corner: the missing input rows/cols before `in` become zero
+    // padding (stride 1: one per extra output row/col); validate_block checks kind and stride.
+    const int et = out.top - floor_div(out.top, d.align) * d.align;
+    const int el = out.left - floor_div(out.left, d.align) * d.align;
+    lr.produced.top -= et;
+    lr.produced.left -= el;
+    lr.pad.top += et;
+    lr.pad.left += el;
+  }
   return lr;
 }
 
@@ -119,6 +130,9 @@ void validate_block(const std::vector<LayerDesc>& block, int net_in_h, int net_i
     if (d.in_h.size() != d.inputs.size() || d.in_w.size() != d.inputs.size())
       throw RegionError(layer_msg(idx, "one input size per input is required"));
     if (d.out_h < 1 || d.out_w < 1) throw RegionError(layer_msg(idx, "empty output map"));
+    if (d.align < 1 || (d.align > 1 && (d.kind != Kind::Window || d.sh != 1 || d.sw != 1)))
+      throw RegionError(layer_msg(idx, "alignment " + std::to_string(d.align) +
+                                           " needs a stride-1 window layer (and must be >= 1)"));
     for (size_t j = 0; j < d.inputs.size(); ++j) {
       const int p = d.inputs[j];
       if (p < -1 || p >= idx) throw RegionError(layer_msg(idx, "input " + std::to_string(p) + " is not an earlier layer"));
@@ -241,6 +255,7 @@ ReducedTrace reduced_trace(const std::vector<LayerDesc>& block, const std::vecto
     LayerRegion lr = layer_input_region(block[i], rl.compute, i);
     rl.in = lr.in;
     rl.pad = lr.pad;
+    rl.produced = lr.produced;
     for (int p : block[i].inputs) {
       if (p < 0) {
         t.input_region = bounding_box(t.input_region, lr.in);

@@ -48,6 +48,15 @@ struct LayerDesc {
   int kh = 1, kw = 1, sh = 1, sw = 1;
   Pad pad;         // the layer's own full-map padding (window layers)
   int factor = 1;  // upsample factor
+  // Stride-1 window layers only: a tile makes the engine produce its output from a top/left
+  // corner that is a multiple of `align` (global coordinates), by adding zero padding on those
+  // sides instead of reading more input; the extra rows/columns it produces are discarded.
+  // 2 for dense 3x3 convs, which the native engine may run as Winograd F(2x2,3x3): its 2x2
+  // output blocks start at row/col 0 of the map it is given, so the tile then uses the full
+  // map's blocks, and a block's second row/col (the first one the tile keeps) reads only input
+  // rows/cols 1..3 of the block, never the zero row/col: bit-identical to the full map. (At the
+  // bottom/right a partial block is exact too: a block's first row/col never reads row/col 3.)
+  int align = 1;
   std::vector<int> inputs;
   std::vector<int> in_h, in_w;
   int out_h = 0, out_w = 0;
@@ -55,12 +64,15 @@ struct LayerDesc {
 
 // One layer of one tile: the part of the layer's output the tile computes, the part of the
 // input map(s) it reads (same region for every input of a pointwise layer), and the zero
-// padding per side to apply to that crop (non-zero only where the region meets a real border).
+// padding per side to apply to that crop (non-zero where the region meets a real border, and
+// on the top/left of an aligned layer, see LayerDesc::align). `produced` is what the engine
+// returns for `in` with `pad`: `out` extended up/left to the alignment (else `out`).
 struct LayerRegion {
   bool active = false;  // false: the tile does not need this layer at all
   Region out;
   Region in;
   Pad pad;
+  Region produced;
 };
 
 struct TileTrace {
@@ -89,7 +101,8 @@ struct Range1D {
 };
 Range1D window_input_range(int o1, int o2, int k, int s, int t, int in_len);
 
-// Input region (and per-side padding) layer `d` needs to produce output region `out`.
+// Input region (and per-side padding, alignment included) layer `d` needs to produce output
+// region `out`.
 LayerRegion layer_input_region(const LayerDesc& d, const Region& out, int layer_index);
 
 // Checks the block for consistent sizes and tileable layer kinds; throws RegionError.
@@ -114,6 +127,7 @@ struct ReducedLayer {
   Region compute;  // the part the tile computes itself (may be empty)
   Region in;       // input region for `compute`
   Pad pad;
+  Region produced;  // what the engine returns for `in` with `pad` (contains `compute`)
 };
 struct ReducedTrace {
   std::vector<ReducedLayer> layers;

@@ -31,18 +31,23 @@ def _run_layer(plan: "FTP", engine: Any, index: int, inputs: list[np.ndarray], p
 @dataclass(frozen=True)
 class Step:
     """How a tile handles one layer: hold ``need``, compute ``compute`` (a part of it) from
-    ``in_region`` of the inputs with ``pad``; the rest of ``need`` comes from neighbours."""
+    ``in_region`` of the inputs with ``pad``; the rest of ``need`` comes from neighbours.
+    The engine returns ``produced`` (``compute`` plus the rows/columns an aligned layer adds at
+    the top/left, see LayerTile.pad), which is cropped to ``compute``."""
 
     active: bool
     need: Region
     compute: Region
     in_region: Region
     pad: tuple[int, int, int, int]
+    produced: Region | None = None  # None: exactly ``compute``
 
 
 def full_steps(tile: "Tile") -> list[Step]:
     """Steps computing every layer's out_region in full (no data reuse)."""
-    return [Step(lt.active, lt.out_region, lt.out_region, lt.in_region, lt.pad) for lt in tile.layers]
+    return [
+        Step(lt.active, lt.out_region, lt.out_region, lt.in_region, lt.pad, lt.produced_region) for lt in tile.layers
+    ]
 
 
 def execute_tile(
@@ -81,6 +86,15 @@ def execute_tile(
                 r0 = step.compute.top - step.in_region.top * f
                 c0 = step.compute.left - step.in_region.left * f
                 y = y[:, r0 : r0 + step.compute.height, c0 : c0 + step.compute.width]
+            elif step.produced is not None and not step.produced.empty and step.produced != step.compute:
+                # Aligned layer: drop the leading rows/columns made only to align the blocks.
+                got = (layer.out_shape[0], step.produced.height, step.produced.width)
+                if y.shape != got:
+                    raise ShapeError(
+                        f"tile {tile.tile_id}: layer {i} [{layer.type}] returned {y.shape} for region "
+                        f"{step.produced}, expected {got}"
+                    )
+                y = y[(slice(None), *step.compute.relative_to(step.produced))]
             want = (layer.out_shape[0], step.compute.height, step.compute.width)
             if y.shape != want:
                 raise ShapeError(

@@ -33,7 +33,12 @@ class LayerTile:
     active: bool  # False: this tile needs nothing of the layer (a dead branch)
     out_region: Region  # on the layer's output map
     in_region: Region  # on its input map(s); the same region of every input
-    pad: Pad  # per side; non-zero only where the region meets a real border
+    # Per side; non-zero where the region meets a real border, and one row/column at the top/
+    # left of a dense 3x3 stride-1 conv whose out_region starts at an odd row/column: the
+    # engine then produces ``produced_region`` (one more row/column there, discarded) with the
+    # same Winograd F(2x2,3x3) blocks as the full map, so tiles are bit-identical.
+    pad: Pad
+    produced_region: Region = EMPTY  # what the engine returns; contains out_region
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,23 @@ class FTP:
     stitched outputs the rest of the network needs (always ``L - 1`` first, plus layers a
     route/shortcut after the block reads across the cut). ``run_tile`` returns one array per
     exported layer (a bare array when only ``L - 1`` is exported).
+
+    ``winograd_align`` (default on) makes tiles produce dense 3x3 stride-1 convs from even
+    global rows/columns (zero padding, not more input), so that with the native engine's
+    Winograd F(2x2,3x3) stitched tiles are bit-identical to ``net.forward``; off, tiles produce
+    exactly their regions (slightly fewer FLOPs, results within rounding).
     """
 
-    def __init__(self, network: Any, grid: tuple[int, int] = (3, 3), fused_layers: int | None = None) -> None:
+    def __init__(
+        self,
+        network: Any,
+        grid: tuple[int, int] = (3, 3),
+        fused_layers: int | None = None,
+        *,
+        winograd_align: bool = True,
+    ) -> None:
         self.net = network
+        self.winograd_align = bool(winograd_align)
         layers = list(network.layers)
         if fused_layers is None:
             fused_layers = len(layers)
@@ -102,7 +120,7 @@ class FTP:
             shapes[layer.index] = tuple(layer.out_shape)  # type: ignore[assignment]
         self._shapes = shapes
         c = core()
-        self._descs = [layer_desc(layer, shapes) for layer in self.block]
+        self._descs = [layer_desc(layer, shapes, self.winograd_align) for layer in self.block]
         try:
             c.region_validate_block(self._descs, self.input_shape[1], self.input_shape[2])
         except ValueError as exc:
@@ -148,8 +166,9 @@ class FTP:
                         out_region=Region.of(out) if active else EMPTY,
                         in_region=Region.of(inr) if active else EMPTY,
                         pad=tuple(int(v) for v in pad),  # type: ignore[arg-type]
+                        produced_region=Region.of(produced) if active else EMPTY,
                     )
-                    for i, (active, out, inr, pad) in enumerate(per_layer)
+                    for i, (active, out, inr, pad, produced) in enumerate(per_layer)
                 )
                 tiles.append(
                     Tile(
@@ -182,7 +201,8 @@ class FTP:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._descs = [layer_desc(layer, self._shapes) for layer in self.block]
+        self.__dict__.setdefault("winograd_align", True)
+        self._descs = [layer_desc(layer, self._shapes, self.winograd_align) for layer in self.block]
 
     # ----- description ---------------------------------------------------------------------
     def _name_layer(self, msg: str) -> str:
@@ -200,6 +220,8 @@ class FTP:
     def _fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(repr((self.grid, self.fused_layers, self.input_shape)).encode())
+        if not self.winograd_align:  # other regions: another plan (default keys unchanged)
+            h.update(b"no-winograd-align")
         for layer in self.block:
             h.update(repr((layer.type, tuple(layer.inputs), tuple(layer.out_shape), layer.spatial)).encode())
         return h.hexdigest()[:16]

@@ -101,8 +101,28 @@ def core() -> Any:
 _KIND_NAMES = ("window", "pointwise", "upsample", "global")
 
 
-def layer_desc(layer: Any, shapes: dict[int, tuple[int, int, int]]) -> Any:
-    """The C++ LayerDesc of a darknet Layer (``shapes`` maps index -> (C, H, W), -1 = input)."""
+def winograd_align(layer: Any) -> int:
+    """2 for a layer the native engine may run as Winograd F(2x2,3x3), else 1.
+
+    That is every dense 3x3 stride-1 convolution, whatever its channel counts: the engine's
+    size thresholds (and ``set_winograd``) may change at run time, while a plan must give
+    bit-identical tiles under any of them. Tiles then compute such a layer from an even global
+    row/column, so their 2x2 output blocks are the full map's (see region.hpp).
+    """
+    if (
+        getattr(layer, "type", None) == "convolutional"
+        and tuple(layer.spatial.kernel) == (3, 3)
+        and tuple(layer.spatial.stride) == (1, 1)
+        and int(getattr(layer, "groups", 1)) == 1
+    ):
+        return 2
+    return 1
+
+
+def layer_desc(layer: Any, shapes: dict[int, tuple[int, int, int]], align: bool = True) -> Any:
+    """The C++ LayerDesc of a darknet Layer (``shapes`` maps index -> (C, H, W), -1 = input).
+
+    ``align=False`` drops the Winograd alignment (for measuring what it costs)."""
     c = core()
     spec = layer.spatial
     if spec.kind not in _KIND_NAMES:
@@ -122,4 +142,5 @@ def layer_desc(layer: Any, shapes: dict[int, tuple[int, int, int]]) -> Any:
         in_w,
         int(oh),
         int(ow),
+        winograd_align(layer) if align else 1,
     )

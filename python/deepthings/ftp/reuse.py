@@ -58,8 +58,11 @@ _OFFSETS = {"up": (-1, 0), "left": (0, -1), "down": (1, 0), "right": (0, 1)}
 NeighbourData = Mapping[int, Mapping[int, np.ndarray]]
 
 
-def _trace_tuple(tile: "Tile") -> tuple[list[tuple[bool, tuple, tuple, tuple]], tuple]:
-    layers = [(lt.active, lt.out_region.as_tuple(), lt.in_region.as_tuple(), lt.pad) for lt in tile.layers]
+def _trace_tuple(tile: "Tile") -> tuple[list[tuple[bool, tuple, tuple, tuple, tuple]], tuple]:
+    layers = [
+        (lt.active, lt.out_region.as_tuple(), lt.in_region.as_tuple(), lt.pad, lt.produced_region.as_tuple())
+        for lt in tile.layers
+    ]
     return layers, tile.input_region.as_tuple()
 
 
@@ -140,8 +143,8 @@ class ReusePlan:
         h, w = self.plan.input_shape[1], self.plan.input_shape[2]
         layers, _ = core().region_reduced_trace(self.plan._descs, self._seeds[tile_id], h, w, nbs, flags)
         steps = [
-            Step(bool(a), Region.of(need), Region.of(comp), Region.of(inr), tuple(int(v) for v in pad))  # type: ignore[arg-type]
-            for a, need, comp, inr, pad in layers
+            Step(bool(a), Region.of(need), Region.of(comp), Region.of(inr), tuple(int(v) for v in pad), Region.of(prod))  # type: ignore[arg-type]
+            for a, need, comp, inr, pad, prod in layers
         ]
         self._steps[key] = steps
         return steps
