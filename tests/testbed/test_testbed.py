@@ -193,7 +193,8 @@ def test_cli_signal_tears_down(sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 128 + sig or proc.returncode == 130
+    err = proc.stderr.read()
+    assert proc.returncode == 128 + sig or proc.returncode == 130, err
     assert traces(prefix) == []
     assert not any(os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in pids)
 
@@ -262,7 +263,9 @@ def test_packet_loss_is_emulated():
             f"s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{tb.address('gw')}', 7779))\n"
             "s.settimeout(3); got=set(); print('ready', flush=True)\n"
             "try:\n"
-            "    while True: got.add(int(s.recv(64)))\n"
+            "    while True:\n"
+            "        data, peer = s.recvfrom(64); got.add(int(data))\n"
+            "        if int(data) < 0: s.sendto(b'ack', peer)\n"
             "except socket.timeout: pass\n"
             "print(len([g for g in got if g >= 0]))"
         )
@@ -270,8 +273,13 @@ def test_packet_loss_is_emulated():
         sender = (
             "import socket,sys,time\n"
             "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "for _ in range(30):\n"  # let ARP through the lossy link first
-            "    s.sendto(b'-1', (sys.argv[1], 7779)); time.sleep(0.02)\n"
+            "s.settimeout(0.1)\n"
+            "for _ in range(200):\n"  # until ARP made it through the lossy link both ways
+            "    s.sendto(b'-1', (sys.argv[1], 7779))\n"
+            "    try:\n"
+            "        s.recv(8); break\n"
+            "    except socket.timeout: pass\n"
+            "else: sys.exit('no ack')\n"
             "for i in range(2000):\n"
             "    s.sendto(str(i).encode(), (sys.argv[1], 7779))\n"
             "    if i % 50 == 0: time.sleep(0.005)\n"
