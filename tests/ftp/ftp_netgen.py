@@ -34,8 +34,27 @@ def _engines() -> list:
 ENGINES = _engines()
 
 
-def _conv(draw, cur):
+def _winograd_conv(draw, cur):
+    """A conv the native engine runs as Winograd F(2x2,3x3): 3x3, stride 1, groups 1, C >= 8,
+    O >= 16 (any padding)."""
     c, h, w = cur
+    p = draw(st.integers(0, 2))
+    oh, ow = h + 2 * p - 2, w + 2 * p - 2
+    if oh < 1 or ow < 1:
+        return None
+    filters = draw(st.integers(16, 20))
+    act = draw(st.sampled_from(ACTIVATIONS))
+    sec = (
+        f"[convolutional]\nfilters={filters}\nsize=3\nstride=1\npadding={p}\n"
+        f"batch_normalize={int(draw(st.booleans()))}\nactivation={act}\n"
+    )
+    return sec, (filters, oh, ow)
+
+
+def _conv(draw, cur, winograd=False):
+    c, h, w = cur
+    if winograd and c >= 8 and draw(st.booleans()):
+        return _winograd_conv(draw, cur)
     k = draw(st.integers(1, 7))
     s = draw(st.integers(1, 3))
     sx = draw(st.sampled_from([s, s, draw(st.integers(1, 3))]))  # sometimes stride_x != stride_y
@@ -76,10 +95,13 @@ def _maxpool(draw, cur):
 
 
 @st.composite
-def random_cfg(draw, max_layers: int = 7, max_side: int = 26, pointwise_and_pool_only: bool = False):
+def random_cfg(draw, max_layers: int = 7, max_side: int = 26, pointwise_and_pool_only: bool = False,
+               winograd: bool = False):
     """(cfg text, list of layer output shapes): conv (k 1..7, stride 1..3, groups, any pad),
-    maxpool (incl. stride 1, any padding), route, shortcut, upsample."""
-    c = draw(st.integers(1, 4))
+    maxpool (incl. stride 1, any padding), route, shortcut, upsample. ``winograd``: the first
+    layer, and half the convs reading >= 8 channels, are convs the native engine runs as
+    Winograd F(2x2,3x3) (whose tiles are exact only thanks to the plans' alignment)."""
+    c = draw(st.integers(8, 12)) if winograd else draw(st.integers(1, 4))
     h = draw(st.integers(4, max_side))
     w = draw(st.integers(4, max_side))
     text = f"[net]\nwidth={w}\nheight={h}\nchannels={c}\n\n"
@@ -93,8 +115,10 @@ def random_cfg(draw, max_layers: int = 7, max_side: int = 26, pointwise_and_pool
         i = len(shapes)
         kind = draw(st.sampled_from(kinds if i else [k for k in kinds if k in ("conv", "maxpool")]))
         made = None
-        if kind == "conv":
-            made = _conv(draw, cur)
+        if winograd and i == 0:
+            made = _winograd_conv(draw, cur)
+        elif kind == "conv":
+            made = _conv(draw, cur, winograd)
         elif kind == "maxpool":
             made = _maxpool(draw, cur)
         elif kind == "route":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import deepthings
-from deepthings.darknet import load_darknet
+from deepthings.darknet import load_darknet, network_from_cfg_text
 from deepthings.errors import PlanError
 from deepthings.ftp import FTP
 
@@ -72,22 +72,50 @@ def test_yolov2_reuse_cuts_flops(yolov2, grid):
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("grid", [(3, 3), (5, 5)])
-def test_yolov2_608_tiles_equal_full(yolov2, grid):
-    """YOLOv2-608, 16 fused layers, native engine: tiles (and reuse) equal the full forward."""
-    plan = FTP(yolov2, grid=grid, fused_layers=16)
-    x = deepthings.preprocess(IMAGES / "dog.jpg", (608, 608))
-    want = yolov2.forward(x, end=16)
-    got = plan.stitch([plan.run_tile(t.tile_id, x) for t in plan.tiles])
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale_of(want))
+def _stitched_with_and_without_reuse(plan, x):
+    plain = plan.stitch([plan.run_tile(t.tile_id, x) for t in plan.tiles])
     rp = plan.reuse
     outs, pub = {}, {}
     for t in rp.level0:
         outs[t], pub[t] = rp.run_level0(t, x)
     for t in rp.level1:
         outs[t] = rp.run_level1(t, x, rp.data_for(t, pub))
-    np.testing.assert_allclose(plan.stitch(outs), want, rtol=0, atol=1e-5 * scale_of(want))
+    return plain, plan.stitch(outs)
+
+
+@pytest.mark.parametrize("grid", [(3, 3), (5, 5)])
+def test_yolov2_608_tiles_bit_identical_to_full(yolov2, grid):
+    """YOLOv2-608, 16 fused layers, native engine (3x3 convs as Winograd F(2x2,3x3)): stitched
+    tiles, with and without reuse, are bit-identical to the full forward."""
+    plan = FTP(yolov2, grid=grid, fused_layers=16)
+    x = deepthings.preprocess(IMAGES / "dog.jpg", (608, 608))
+    want = yolov2.forward(x, end=16)
+    plain, reused = _stitched_with_and_without_reuse(plan, x)
+    np.testing.assert_array_equal(plain, want)
+    np.testing.assert_array_equal(reused, want)
+
+
+@pytest.mark.parametrize("size, grid", [(416, (4, 4)), (320, (2, 3)), (224, (5, 4)), (160, (3, 5))])
+def test_yolov2_smaller_inputs_bit_identical(size, grid):
+    """Other input sizes and grids (odd and even cell corners everywhere): still bit for bit."""
+    net = network_from_cfg_text(_shrunk_cfg(DARKNET_CFGS / "yolov2.cfg", size), random_seed=1, upto=16)
+    plan = FTP(net, grid=grid, fused_layers=16)
+    x = np.random.default_rng(size).random(net.input_shape, dtype=np.float32)
+    want = net.forward(x, end=16)
+    plain, reused = _stitched_with_and_without_reuse(plan, x)
+    np.testing.assert_array_equal(plain, want)
+    np.testing.assert_array_equal(reused, want)
+
+
+def test_yolov2_without_alignment_is_not_bit_identical(yolov2):
+    """The alignment is what makes it exact: without it tiles starting at odd rows/columns use
+    other Winograd blocks than the full map and round differently (but stay close)."""
+    x = deepthings.preprocess(IMAGES / "dog.jpg", (608, 608))
+    plan = FTP(yolov2, grid=(3, 3), fused_layers=8, winograd_align=False)
+    want = yolov2.forward(x, end=8)
+    got = plan.stitch([plan.run_tile(t.tile_id, x) for t in plan.tiles])
+    assert not np.array_equal(got, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale_of(want))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +125,8 @@ def yolo_fastest():
 
 @pytest.mark.parametrize("fused, grid", [(20, (3, 3)), (24, (4, 4)), (47, (3, 3))])
 def test_yolo_fastest_dag_block_gives_same_outputs_and_detections(yolo_fastest, fused, grid):
-    """Shortcuts inside the block and across the cut: heads (and detections) are unchanged."""
+    """Shortcuts inside the block and across the cut: heads (bit for bit) and detections are
+    unchanged."""
     net = yolo_fastest
     plan = FTP(net, grid=grid, fused_layers=fused)
     assert any(net.layers[i].type == "shortcut" for i in range(fused))
@@ -107,7 +136,7 @@ def test_yolo_fastest_dag_block_gives_same_outputs_and_detections(yolo_fastest, 
         want = net.forward(x, outputs=net.head_layers)
         got = plan.finish([plan.run_tile(t.tile_id, x) for t in plan.tiles], outputs=net.head_layers)
         for h in net.head_layers:
-            np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-5 * scale_of(want[h]), err_msg=str(path))
+            np.testing.assert_array_equal(got[h], want[h], err_msg=str(path))
         try:
             from deepthings.detect import decode_outputs
         except ImportError:
@@ -142,7 +171,7 @@ def test_yolo_fastest_with_reuse_across_shortcuts(yolo_fastest):
         outs[t] = rp.run_level1(t, x, {s: data[s] for s in keep})
     got = plan.finish(outs, outputs=net.head_layers)
     for h in net.head_layers:
-        np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-5 * scale_of(want[h]))
+        np.testing.assert_array_equal(got[h], want[h])
     cost = plan.cost()
     assert cost.flops_tiles_reuse < cost.flops_tiles
 
@@ -159,7 +188,7 @@ def _shrunk_cfg(path, side):
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", sorted(p.name for p in DARKNET_CFGS.glob("*.cfg")))
 def test_every_shared_cfg_longest_tileable_prefix(cfg):
-    """The longest prefix without a global layer of every shared cfg stitches exactly."""
+    """The longest prefix without a global layer of every shared cfg stitches bit for bit."""
     from deepthings.darknet import network_from_cfg_text
 
     path = DARKNET_CFGS / cfg
@@ -179,7 +208,7 @@ def test_every_shared_cfg_longest_tileable_prefix(cfg):
     want = net.forward(x, end=L, outputs=list(plan.exports))
     maps = plan.stitch_all([plan.run_tile(t.tile_id, x) for t in plan.tiles])
     for e in plan.exports:
-        np.testing.assert_allclose(maps[e], want[e], rtol=0, atol=1e-5 * scale_of(want[e]), err_msg=f"{cfg} layer {e}")
+        np.testing.assert_array_equal(maps[e], want[e], err_msg=f"{cfg} layer {e}")
     if L < len(net.layers):
         with pytest.raises(PlanError, match=rf"layer {L} \[{net.layers[L].type}\]"):
             FTP(net, grid=(1, 1), fused_layers=L + 1)

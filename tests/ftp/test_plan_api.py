@@ -114,6 +114,60 @@ def test_union_of_consumers_is_the_bounding_box():
     assert inp == (2, 2, 14, 14)
 
 
+def test_aligned_layer_pads_instead_of_reading_more():
+    """align=2: an odd top/left is produced from one row/column earlier, out of zero padding
+    (the input region is unchanged); produced == out where already even."""
+    d = _core.RegionKind
+    plain = _core.LayerDesc(d.window, (3, 3), (1, 1), (1, 1, 1, 1), 1, [-1], [20], [20], 20, 20)
+    aligned = _core.LayerDesc(d.window, (3, 3), (1, 1), (1, 1, 1, 1), 1, [-1], [20], [20], 20, 20, align=2)
+    assert _core.region_layer_input(plain, (3, 5, 9, 9), 0) == (True, (3, 5, 9, 9), (2, 4, 10, 10), (0, 0, 0, 0))
+    assert _core.region_layer_input(aligned, (3, 5, 9, 9), 0) == (True, (3, 5, 9, 9), (2, 4, 10, 10), (1, 1, 0, 0))
+    assert _core.region_layer_input(aligned, (4, 5, 9, 9), 0)[3] == (0, 1, 0, 0)
+    assert _core.region_layer_input(aligned, (0, 1, 9, 9), 0)[3] == (1, 1, 0, 0)
+    wide = _core.LayerDesc(d.window, (3, 3), (1, 1), (2, 2, 2, 2), 1, [-1], [20], [20], 22, 22, align=2)
+    assert _core.region_layer_input(wide, (1, 2, 9, 9), 0)[2:] == ((0, 0, 9, 9), (2, 0, 0, 0))  # border + alignment
+    layers, inp = _core.region_trace_tile([aligned], [(0, (3, 5, 9, 9))], 20, 20)
+    active, out, inr, pad, produced = layers[0]
+    assert (out, inr, pad, produced, inp) == ((3, 5, 9, 9), (2, 4, 10, 10), (1, 1, 0, 0), (2, 4, 9, 9), (2, 4, 10, 10))
+    # Only stride-1 window layers can be aligned.
+    with pytest.raises(ValueError, match="layer 0: alignment 2"):
+        _core.region_validate_block(
+            [_core.LayerDesc(d.window, (3, 3), (2, 2), (1, 1, 1, 1), 1, [-1], [20], [20], 10, 10, align=2)], 20, 20
+        )
+    with pytest.raises(ValueError, match="layer 0: alignment 2"):
+        _core.region_validate_block(
+            [_core.LayerDesc(d.pointwise, (1, 1), (1, 1), (0, 0, 0, 0), 1, [-1], [20], [20], 20, 20, align=2)], 20, 20
+        )
+
+
+@pytest.mark.parametrize("grid", [(3, 3), (5, 5)])
+def test_alignment_cost_on_yolov2(grid):
+    """The alignment changes no out/in region, only top/left padding and what the engine
+    produces; the cost report's flops_align is exactly the difference to an unaligned plan."""
+    from deepthings.darknet import load_darknet
+
+    net = load_darknet(DARKNET_CFGS / "yolov2.cfg", random_seed=None)
+    on = FTP(net, grid=grid, fused_layers=16)
+    off = FTP(net, grid=grid, fused_layers=16, winograd_align=False)
+    assert on.key != off.key
+    for a, b in zip(on.tiles, off.tiles):
+        assert a.input_region == b.input_region
+        for la, lb in zip(a.layers, b.layers):
+            assert (la.out_region, la.in_region) == (lb.out_region, lb.in_region)
+            assert lb.produced_region == lb.out_region
+    ca, cb = on.cost(), off.cost()
+    assert cb.flops_align == cb.flops_align_reuse == 0
+    assert ca.flops_tiles - ca.flops_align == cb.flops_tiles
+    assert ca.flops_tiles_reuse - ca.flops_align_reuse == cb.flops_tiles_reuse
+    assert ca.redundancy_unaligned == pytest.approx(cb.redundancy)
+    assert 0 < ca.flops_align < 0.05 * cb.flops_tiles
+    print(
+        f"\nYOLOv2-608 {grid} L=16: tiles {ca.flops_tiles / 1e9:.3f} GFLOP aligned vs {cb.flops_tiles / 1e9:.3f} "
+        f"(+{100 * (ca.flops_tiles / cb.flops_tiles - 1):.2f}%); with reuse {ca.flops_tiles_reuse / 1e9:.3f} vs "
+        f"{cb.flops_tiles_reuse / 1e9:.3f} (+{100 * (ca.flops_tiles_reuse / cb.flops_tiles_reuse - 1):.2f}%)"
+    )
+
+
 # ----- plan API --------------------------------------------------------------------------
 def test_tile_input_whole_or_crop_else_error(small, x):
     plan = FTP(small, grid=(2, 3), fused_layers=3)
@@ -255,7 +309,9 @@ def test_info_cli_prints_the_cost_report():
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    assert "FTP 5x5, fused layers 0..15" in r.stdout and "redundancy 119.7%" in r.stdout
+    # 119.7%: DeepThings' redundancy; the Winograd alignment adds its discarded rows/columns.
+    assert "FTP 5x5, fused layers 0..15" in r.stdout and "without them: redundancy 119.7%" in r.stdout
+    assert "(redundancy 126.3%)" in r.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "deepthings", "info", cfg, "--grid", "5x5", "--fused", "31"],
         capture_output=True, text=True, timeout=300,

@@ -26,12 +26,17 @@ def _plan(data, text):
     return net, FTP(net, grid=(n, m), fused_layers=L)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-@settings(max_examples=40)
-@given(data=st.data(), net_text=random_cfg())
-def test_stitched_tiles_equal_full_forward(engine, data, net_text):
-    """Stitched tiles == unpartitioned forward, and so does the rest of the net after them."""
-    text, _ = net_text
+def _assert_same(got, want, engine, msg=""):
+    """Native: bit for bit (tiles run the full map's kernels, Winograd blocks aligned). The
+    reference engine's numpy/BLAS products may sum in another order for another matrix size,
+    so there: to float rounding."""
+    if engine == "native":
+        np.testing.assert_array_equal(got, want, err_msg=msg)
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale_of(want), err_msg=msg)
+
+
+def _check_stitched(engine, data, text):
     net, plan = _plan(data, text)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     x = rng.standard_normal(net.input_shape).astype(np.float32)
@@ -39,16 +44,35 @@ def test_stitched_tiles_equal_full_forward(engine, data, net_text):
     outs = [plan.run_tile(t.tile_id, x, engine) for t in plan.tiles]
     maps = plan.stitch_all(outs)
     for e in plan.exports:
-        np.testing.assert_allclose(maps[e], want[e], rtol=0, atol=1e-5 * scale_of(want[e]), err_msg=f"layer {e}")
+        _assert_same(maps[e], want[e], engine, f"layer {e}")
     final = plan.finish(outs, engine=engine)
-    ref = want[len(net.layers) - 1]
-    np.testing.assert_allclose(final, ref, rtol=0, atol=1e-5 * scale_of(ref))
+    _assert_same(final, want[len(net.layers) - 1], engine, "after the block")
+    return net, plan, x
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=40)
+@given(data=st.data(), net_text=random_cfg())
+def test_stitched_tiles_equal_full_forward(engine, data, net_text):
+    """Stitched tiles == unpartitioned forward (native: bit for bit), and so does the rest of
+    the net after them."""
+    text, _ = net_text
+    net, plan, x = _check_stitched(engine, data, text)
     # The same tile fed its exact input crop gives the same output.
     t = data.draw(st.sampled_from(plan.tiles))
     crop = np.ascontiguousarray(t.input_region.crop(x, Region(0, 0, x.shape[1], x.shape[2])))
     a, b = plan.run_tile(t.tile_id, x, engine), plan.run_tile(t.tile_id, crop, engine)
     for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
         np.testing.assert_array_equal(u, v)
+
+
+@settings(max_examples=30)
+@given(data=st.data(), net_text=random_cfg(max_layers=6, winograd=True))
+def test_winograd_stacks_are_bit_identical(data, net_text):
+    """Stacks starting with (and often containing more) convs the native engine runs as
+    Winograd F(2x2,3x3): stitched native tiles == native full forward, bit for bit."""
+    text, _ = net_text
+    _check_stitched("native", data, text)
 
 
 @settings(max_examples=30)
@@ -66,7 +90,8 @@ def test_pool_route_shortcut_upsample_are_bit_identical(data, net_text):
 @settings(max_examples=40)
 @given(data=st.data(), net_text=random_cfg(max_layers=9))
 def test_plan_invariants(data, net_text):
-    """Cells partition every exported map, grids are balanced, regions nest inside the maps."""
+    """Cells partition every exported map, grids are balanced, regions nest inside the maps,
+    padding is the real border's plus the Winograd alignment's."""
     text, _ = net_text
     net, plan = _plan(data, text)
     n, m = plan.grid
@@ -89,12 +114,22 @@ def test_plan_invariants(data, net_text):
             assert 0 <= lt.out_region.top < lt.out_region.bottom <= h
             assert 0 <= lt.out_region.left < lt.out_region.right <= w
             assert min(lt.pad) >= 0
-            # Padding only where the input region touches the real border of the input map.
             layer = net.layers[lt.index]
+            # Dense 3x3 stride-1 convs are produced from an even row/column (Winograd blocks of
+            # the full map): one extra leading row/column, made of zero padding, where odd.
+            aligned = (
+                layer.type == "convolutional" and layer.kernel == (3, 3) and layer.stride == (1, 1)
+                and layer.groups == 1
+            )
+            out, prod = lt.out_region, lt.produced_region
+            et, el = out.top - prod.top, out.left - prod.left
+            assert (et, el) == ((out.top % 2, out.left % 2) if aligned else (0, 0))
+            assert (prod.bottom, prod.right) == (out.bottom, out.right)
+            # Otherwise padding only where the input region touches the real border of the map.
             _, ih, iw = layer.in_shapes[0]
-            if lt.pad[0]:
+            if lt.pad[0] - et:
                 assert lt.in_region.top == 0
-            if lt.pad[1]:
+            if lt.pad[1] - el:
                 assert lt.in_region.left == 0
             if lt.pad[2]:
                 assert lt.in_region.bottom == ih
