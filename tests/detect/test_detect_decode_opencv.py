@@ -11,7 +11,8 @@ import pytest
 from conftest import IMAGES, YOLO_FASTEST
 from detect_opencv_ref import OpenCVYolo, blob_like_darknet, match_detections
 
-from deepthings.detect import HeadSpec, decode_raw, read_names, to_rgb_array
+from deepthings.detect import HeadSpec, decode_raw, read_names
+from deepthings.engine.preprocess import load_image
 
 ANCHORS = np.array([12, 18, 37, 49, 52, 132, 115, 73, 119, 199, 242, 238], dtype=np.float64).reshape(-1, 2)
 NAMES = read_names(YOLO_FASTEST / "coco.names")
@@ -34,7 +35,7 @@ def cv_model(request):
 @pytest.mark.parametrize("image", sorted(p.name for p in IMAGES.glob("*.jpg")))
 @pytest.mark.parametrize("thresh,nms", [(0.25, 0.45), (0.5, 0.3)])
 def test_decode_matches_opencv(cv_model, image, thresh, nms):
-    rgb = to_rgb_array(IMAGES / image)
+    rgb = load_image(IMAGES / image)
     h, w = rgb.shape[:2]
     chw = blob_like_darknet(rgb, (320, 320))
     raws = cv_model.raw_heads(chw)

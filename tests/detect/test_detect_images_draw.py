@@ -9,7 +9,8 @@ import pytest
 from conftest import IMAGES
 from PIL import Image
 
-from deepthings.detect import Detection, draw, from_json, save_annotated, to_json, to_pil_rgb, to_rgb_array
+from deepthings.detect import Detection, draw, from_json, save_annotated, to_json
+from deepthings.engine.preprocess import load_image, to_pil_rgb
 from deepthings.errors import ImageError
 
 DOG = IMAGES / "dog.jpg"
@@ -17,13 +18,13 @@ DOG = IMAGES / "dog.jpg"
 
 @pytest.fixture(scope="module")
 def dog_rgb() -> np.ndarray:
-    return to_rgb_array(DOG)
+    return load_image(DOG)
 
 
 def test_path_pil_and_array_agree(dog_rgb):
     assert dog_rgb.shape == (576, 768, 3) and dog_rgb.dtype == np.uint8
-    np.testing.assert_array_equal(to_rgb_array(Image.open(DOG)), dog_rgb)
-    np.testing.assert_array_equal(to_rgb_array(dog_rgb), dog_rgb)
+    np.testing.assert_array_equal(load_image(Image.open(DOG)), dog_rgb)
+    np.testing.assert_array_equal(load_image(dog_rgb), dog_rgb)
     assert to_pil_rgb(DOG).mode == "RGB" and to_pil_rgb(DOG).size == (768, 576)
 
 
@@ -37,20 +38,20 @@ def test_other_modes_are_converted(tmp_path, dog_rgb, mode):
     img.save(path)
     assert Image.open(path).mode == (mode if mode != "I;16" else Image.open(path).mode)
     for source in (path, img):
-        rgb = to_rgb_array(source)
+        rgb = load_image(source)
         assert rgb.shape == dog_rgb.shape and rgb.dtype == np.uint8
     if mode == "RGBA":
-        np.testing.assert_array_equal(to_rgb_array(path), dog_rgb)  # alpha dropped, colours kept
+        np.testing.assert_array_equal(load_image(path), dog_rgb)  # alpha dropped, colours kept
     if mode in ("L", "LA"):
-        rgb = to_rgb_array(path)
+        rgb = load_image(path)
         assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
 
 
 def test_arrays_grey_and_alpha(dog_rgb):
     grey = dog_rgb[..., 0]
-    np.testing.assert_array_equal(to_rgb_array(grey)[..., 2], grey)
+    np.testing.assert_array_equal(load_image(grey)[..., 2], grey)
     rgba = np.concatenate([dog_rgb, np.full(dog_rgb.shape[:2] + (1,), 7, np.uint8)], axis=2)
-    np.testing.assert_array_equal(to_rgb_array(rgba), dog_rgb)
+    np.testing.assert_array_equal(load_image(rgba), dog_rgb)
 
 
 def _write(path, data: bytes):
@@ -72,7 +73,7 @@ def _write(path, data: bytes):
 def test_bad_files_raise_image_error_naming_the_file(tmp_path, make, message):
     path = make(tmp_path)
     with pytest.raises(ImageError, match=message) as info:
-        to_rgb_array(path)
+        load_image(path)
     assert str(path) in str(info.value)
 
 
@@ -90,7 +91,7 @@ def test_bad_files_raise_image_error_naming_the_file(tmp_path, make, message):
 )
 def test_bad_in_memory_images(bad, message):
     with pytest.raises(ImageError, match=message):
-        to_rgb_array(bad)
+        load_image(bad)
 
 
 def test_draw_marks_boxes_and_keeps_input(dog_rgb):

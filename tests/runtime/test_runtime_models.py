@@ -92,7 +92,7 @@ def test_yolov2_608_wst_5x5(tmp_path):
 
 def test_detections_match_single_device_on_real_images():
     from deepthings.detect import decode_outputs
-    from deepthings.detect.images import to_rgb_array
+    from deepthings.engine.preprocess import load_image
     from deepthings.engine.preprocess import preprocess
 
     net = load_darknet(FASTEST_CFG, FASTEST_WEIGHTS)
@@ -100,7 +100,7 @@ def test_detections_match_single_device_on_real_images():
     with Cluster(FASTEST_CFG, weights=FASTEST_WEIGHTS, edges=2, grid=(3, 3), schedule="wst-s") as c:
         results = c.infer_many([str(p) for p in images])
     for path, r in zip(images, results):
-        rgb = to_rgb_array(path)
+        rgb = load_image(path)
         x = preprocess(rgb, (net.input_shape[2], net.input_shape[1]))
         ref = single_device(net, x)
         want = decode_outputs(net, {h: ref[h] for h in net.head_layers}, (rgb.shape[1], rgb.shape[0]))

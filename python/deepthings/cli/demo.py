@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from deepthings.data import sample_image_path
     from deepthings.detect import detect, save_annotated, to_json
-    from deepthings.detect.images import to_rgb_array
+    from deepthings.engine.preprocess import load_image
     from deepthings.runtime.cluster import Cluster
 
     console = Console(highlight=False)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise DeepthingsError(f"--frames must be at least 1, got {args.frames}")
     image = args.image or sample_image_path()
-    rgb = to_rgb_array(image)
+    rgb = load_image(image)
     net, names = load_model(args)
     n, m = args.grid
     console.rule("[bold]deepthings demo")

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepthings.detect import save_annotated, to_json
-    from deepthings.detect.images import to_rgb_array
+    from deepthings.engine.preprocess import load_image
 
     console = Console(stderr=True)
     if args.thresh < 0 or args.thresh >= 1:
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             res = ImageResult(str(image))
             results.append(res)
             try:
-                pending.append((res, image, to_rgb_array(image)))
+                pending.append((res, image, load_image(image)))
             except ImageError as exc:
                 res.error = str(exc)
                 console.print(f"[red]error:[/red] {exc}")

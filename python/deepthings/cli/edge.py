@@ -75,14 +75,14 @@ def run(args: argparse.Namespace) -> int:
     out_fh = open(args.out, "a") if args.out else None
 
     def frames() -> Iterator[tuple[Any, Any]]:
-        from deepthings.detect.images import to_rgb_array
+        from deepthings.engine.preprocess import load_image
         from deepthings.engine.preprocess import preprocess
 
         count = args.frames if args.frames is not None else len(images)
         for i in range(count):
             path = images[i % len(images)]
             try:
-                rgb = to_rgb_array(path)
+                rgb = load_image(path)
             except DeepthingsError as exc:  # one bad image must not end the stream
                 print(f"deepthings: skipping {path}: {exc}", file=sys.stderr)
                 skipped.append(str(path))

@@ -15,7 +15,6 @@ from deepthings.detect.api import network_input
 from deepthings.detect.decode import HeadSpec, decode_outputs, decode_raw, head_specs
 from deepthings.detect.detection import Detection, from_json, to_json
 from deepthings.detect.draw import draw, save_annotated
-from deepthings.detect.images import to_pil_rgb, to_rgb_array
 from deepthings.detect.labels import class_names_for, read_names
 from deepthings.detect.nms import iou_matrix, nms, nms_per_class
 
@@ -36,8 +35,6 @@ __all__ = [
     "read_names",
     "save_annotated",
     "to_json",
-    "to_pil_rgb",
-    "to_rgb_array",
 ]
 
 

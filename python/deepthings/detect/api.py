@@ -8,7 +8,7 @@ import numpy as np
 
 from deepthings.detect.decode import decode_outputs, head_specs
 from deepthings.detect.detection import Detection
-from deepthings.detect.images import to_rgb_array
+from deepthings.engine.preprocess import load_image
 
 
 def network_input(net: Any, image: Any, *, letterbox: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
@@ -19,7 +19,7 @@ def network_input(net: Any, image: Any, *, letterbox: bool = False) -> tuple[np.
     """
     from deepthings.engine.preprocess import preprocess
 
-    rgb = to_rgb_array(image)
+    rgb = load_image(image)
     h, w = rgb.shape[:2]
     _, net_h, net_w = net.input_shape
     x = preprocess(rgb, (int(net_w), int(net_h)), letterbox=letterbox)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from deepthings.detect.detection import Detection
-from deepthings.detect.images import to_pil_rgb
+from deepthings.engine.preprocess import to_pil_rgb
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:

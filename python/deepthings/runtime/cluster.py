@@ -487,10 +487,10 @@ class Cluster:
             return np.ascontiguousarray(image), (shape[2], shape[1])
         if self.net is None:
             raise ClusterError(f"input must be a float32 array of shape {shape}")
-        from deepthings.detect.images import to_rgb_array
+        from deepthings.engine.preprocess import load_image
         from deepthings.engine.preprocess import preprocess
 
-        rgb = to_rgb_array(image)  # ImageError for missing/broken images
+        rgb = load_image(image)  # ImageError for missing/broken images
         _, net_h, net_w = self.net.input_shape
         x = preprocess(rgb, (net_w, net_h), letterbox=self.letterbox)
         return np.ascontiguousarray(x, np.float32), (rgb.shape[1], rgb.shape[0])
