@@ -97,7 +97,9 @@ class CgroupBackend:
         `reap` is called while waiting so the caller can collect its own exited children
         (a zombie may still be listed in cgroup.procs until its parent waits for it).
         """
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        # A killed process can take seconds to leave the group on a loaded machine (freeing a
+        # large heap, closing sockets in a dying namespace): wait generously after SIGKILL.
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 15.0)):
             pids = self.pids(name)
             if not pids:
                 return
@@ -144,7 +146,7 @@ def _write(path: Path, value: str) -> None:
 
 def _rmdir_retry(path: Path) -> None:
     # A cgroup is removable only once its last task is gone; exit is asynchronous.
-    for _ in range(100):
+    for _ in range(250):
         try:
             path.rmdir()
             return
