@@ -140,8 +140,10 @@ class Edge:
         self._hello_at = 0.0
         self._reported_pending = -1
         self._avg_compute_s: float | None = None
-        self._inflight: dict[int, Any] = {}  # my submitted frames: ref -> (tag, input until accepted, frame)
-        self._retry: list[tuple[float, int, np.ndarray]] = []  # refused submissions: (when, ref, input)
+        # My submitted frames: ref -> (tag, input, gateway frame id once accepted). The input is
+        # kept until DONE: after a rejoin the frame is submitted again (see _connect).
+        self._inflight: dict[int, Any] = {}
+        self._retry: dict[int, float] = {}  # submissions to send (again): ref -> not before
         self._refs = 0
         self.frames_done = 0
         self.stats = {"tiles": 0, "stolen": 0, "given": 0, "refused": 0, "dropped": 0}
@@ -212,6 +214,12 @@ class Edge:
         now = time.monotonic()
         self._hello_at = now
         self._last_gw_rx = now
+        # The gateway answers DONE to the socket that submitted, and this one is new (or the
+        # gateway declared us dead): submit every frame still awaiting its answer again, once
+        # ready. The gateway re-attaches a frame it still has (by its id) instead of starting it
+        # over, and DONE is taken once per ref, so each frame is answered exactly once.
+        for ref in self._inflight:
+            self._retry[ref] = now
         self._send_gw(
             make("HELLO", role="edge", name=self.config.name, source=self.config.source, steal_addr=self.steal_addr)
         )
@@ -275,9 +283,8 @@ class Edge:
             ref = msg.get("ref")
             if msg["message"].startswith("unknown peer"):
                 self._connect()
-            elif type(ref) is int and ref in self._inflight and self._inflight[ref][1] is not None:
-                tag, x, _ = self._inflight[ref]  # refused (gateway busy): send it again shortly
-                self._retry.append((time.monotonic() + 0.2, ref, x))
+            elif type(ref) is int and ref in self._inflight and self._inflight[ref][2] is None:
+                self._retry[ref] = time.monotonic() + 0.2  # refused (gateway busy): send it again shortly
         elif not self.ready:
             raise ProtocolError(f"gateway: {t} before the model is loaded")
         elif t == "FRAME":
@@ -374,7 +381,7 @@ class Edge:
         x = tag[1]
         if msg["keep"]:
             self._on_frame(msg["frame"], x)
-        self._inflight[msg["ref"]] = (tag[0], None, msg["frame"])  # input no longer needed
+        self._inflight[msg["ref"]] = (tag[0], x, msg["frame"])
 
     def _on_done(self, msg: Message) -> None:
         tag = self._inflight.pop(msg["ref"], None)
@@ -607,9 +614,15 @@ class Edge:
     # ------------------------------------------------------------------ data source
     def _submit_own_frames(self) -> None:
         now = time.monotonic()
-        for item in [r for r in self._retry if r[0] <= now]:
-            self._retry.remove(item)
-            self._send_gw(make("SUBMIT", [item[2]], ref=item[1], keep=True))
+        for ref in [r for r, when in self._retry.items() if when <= now]:
+            del self._retry[ref]
+            if ref not in self._inflight:
+                continue  # answered meanwhile
+            _, x, frame = self._inflight[ref]
+            fields: dict[str, Any] = {"ref": ref, "keep": True}
+            if frame is not None:
+                fields["frame"] = frame  # the gateway's id for it: re-attach if it still has it
+            self._send_gw(make("SUBMIT", [np.ascontiguousarray(x, np.float32)], **fields))
         while self._frames is not None and len(self._inflight) < self.config.max_frames_in_flight:
             try:
                 tag, x = next(self._frames)

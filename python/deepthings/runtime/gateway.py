@@ -88,6 +88,9 @@ class Gateway:
         self.events = EventLog()
         self.waiting: dict[int, float] = {}  # idle edges waiting for work, in arrival order
         self._last_sent: dict[int, float] = {}
+        # When the link to each peer will have drained what we sent it (at link_bytes_per_s): a
+        # peer's own messages queue behind that traffic, so its silence counts only from then.
+        self._drained_at: dict[int, float] = {}
         self._source_rr = 0
         self._stop = threading.Event()
         self._ctx = zmq.Context()
@@ -99,7 +102,7 @@ class Gateway:
         self._wake_rx = self._ctx.socket(zmq.PAIR)
         self._wake_rx.bind(self._wake_addr)
         self._merge_thread: threading.Thread | None = None
-        self.stats = {"dropped": 0, "duplicates": 0, "late": 0, "reissued": 0, "frames_done": 0}
+        self.stats = {"dropped": 0, "duplicates": 0, "late": 0, "reissued": 0, "frames_done": 0, "reattached": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -166,7 +169,11 @@ class Gateway:
         identity = peer.identity if isinstance(peer, Peer) else peer
         n = transport.send(self.sock, msg, identity)
         if isinstance(peer, Peer):
-            self._last_sent[peer.peer_id] = time.monotonic()
+            now = time.monotonic()
+            self._last_sent[peer.peer_id] = now
+            if n > 65536:  # only bulk data (frames, tasks, model files) can delay a peer noticeably
+                start = max(now, self._drained_at.get(peer.peer_id, 0.0))
+                self._drained_at[peer.peer_id] = start + n / self.config.link_bytes_per_s
         return n
 
     # ------------------------------------------------------------------ handlers
@@ -248,6 +255,8 @@ class Gateway:
             raise ProtocolError(
                 f"peer {peer.peer_id}: SUBMIT input shape {tuple(x.shape)}, the model takes {self.workload.input_shape}"
             )
+        if self._reattach(peer, msg, now):
+            return
         if len(self.book.frames) >= self.config.max_frames_in_flight:
             self._send(peer, make("ERROR", message=f"too many frames in flight ({len(self.book.frames)}); retry later",
                                   ref=msg["ref"]))
@@ -257,6 +266,7 @@ class Gateway:
         source = peer.peer_id if keep else self._pick_source()
         st = self.book.new_frame(msg["ref"], peer.peer_id, x, self.workload.n_tiles, source, now)
         st.submitter_identity = peer.identity
+        st.submitter_name = peer.name
         st.bytes_in += nbytes
         self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
         self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep))
@@ -267,6 +277,24 @@ class Gateway:
             src = self.members.peers[source]
             st.bytes_out += self._send(src, make("FRAME", [x], frame=st.frame))
         self._dispatch(now)
+
+    def _reattach(self, peer: Peer, msg: Message, now: float) -> bool:
+        """A SUBMIT naming a frame this gateway still has, from the device that submitted it
+        but on a new connection (it rejoined, e.g. after being declared dead behind a saturated
+        link): answer that frame to the new connection instead of starting it again."""
+        prev = msg.get("frame")
+        if type(prev) is not int:
+            return False
+        st = self.book.frames.get(prev)
+        if st is None or st.ref != msg["ref"] or st.submitter_name != peer.name or st.submitter == peer.peer_id:
+            return False  # finished (its DONE went to the old connection) or not this peer's: new frame
+        st.submitter = peer.peer_id
+        st.submitter_identity = peer.identity
+        self.events.add(now, st.frame, -1, "resubmit", peer.peer_id, "re-attached")
+        self.stats["reattached"] += 1
+        log.info("event=reattach frame=%d ref=%d peer=%d", st.frame, st.ref, peer.peer_id)
+        self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=False))
+        return True
 
     def _pick_source(self) -> int:
         """Round-robin over ready data-source edges; the gateway itself shares the tasks
@@ -421,6 +449,7 @@ class Gateway:
         self.victims.remove(peer.peer_id)
         self.waiting.pop(peer.peer_id, None)
         self._last_sent.pop(peer.peer_id, None)
+        self._drained_at.pop(peer.peer_id, None)
         held = self.book.held_by(peer.peer_id)
         log.warning("event=leave peer=%d role=%s name=%s why=%r reissued=%d", peer.peer_id, peer.role, peer.name, why, len(held))
         for frame, tile in held:
@@ -430,6 +459,8 @@ class Gateway:
     def _tick(self, now: float) -> None:
         timeout = self.config.hb_interval_s * self.config.hb_liveness
         for peer in self.members.expired(now, timeout):
+            if now - max(peer.last_seen, self._drained_at.get(peer.peer_id, 0.0)) <= timeout:
+                continue  # still busy receiving our data: its heartbeats may queue behind it
             # Clients hold no tasks: forget them only after a long silence (they re-HELLO).
             if peer.role == "edge" or now - peer.last_seen > max(CLIENT_IDLE_S, timeout):
                 self._lost(peer, f"silent for {now - peer.last_seen:.1f} s", now)

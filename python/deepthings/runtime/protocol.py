@@ -22,7 +22,9 @@ READY        edge -> gateway: the model is loaded, the edge may receive work.
 HEARTBEAT    both ways: nothing; liveness only (Paranoid Pirate).
 BYE          peer -> gateway: leaving cleanly.
 SUBMIT       client/source edge -> gateway: ref (client's own id), keep (bool: the submitting
-             source edge partitions the frame itself); [input CHW float32].
+             source edge partitions the frame itself); optional frame (the gateway id an earlier
+             ACCEPT gave it: a peer that rejoined submits again and the gateway re-attaches the
+             frame to the new connection if it still has it); [input CHW float32].
 ACCEPT       gateway -> submitter: ref, frame, keep (the submitting source edge partitions it);
              the frame now has a gateway id.
 FRAME        gateway -> data-source edge: frame; [input]; partition it into the local queue.

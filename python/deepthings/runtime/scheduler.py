@@ -264,6 +264,7 @@ class FrameState:
     bytes_out: int = 0
     t_tiles_done: float | None = None
     submitter_identity: bytes = b""
+    submitter_name: str = ""  # lets the same device re-attach the frame after a rejoin
 
     @property
     def complete(self) -> bool:
