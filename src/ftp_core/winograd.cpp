@@ -91,21 +91,20 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
   const size_t tb = rows * TW;
   const size_t n_blocks = ((size_t)TH + rows - 1) / rows;
 
-  pool->parallel_for(n_blocks, [&](size_t blk, int) {
-    const int th0 = (int)(blk * rows), th1 = std::min(TH, (int)((blk + 1) * rows));
-    const size_t nt = (size_t)(th1 - th0) * TW;
-    // Per-xi strides padded by 16 floats: 16 streams at a 4 KiB-multiple stride would all
-    // land in the same L1 sets.
-    const size_t xs = (size_t)C * tb + 16, ms = (size_t)O * tb + 16;
-    float* V = thread_scratch(16 * xs, 1);  // V[xi][c][t]
-    float* M = thread_scratch(16 * ms, 2);  // M[xi][o][t]
+  // One block's three phases over sub-ranges, so a block can be done by one task or shared.
+  // Channel c's transform, row o's GEMM and output row o's transform do not depend on how
+  // the ranges are split: the result is the same for every thread count.
+  const size_t xs = (size_t)C * tb + 16, ms = (size_t)O * tb + 16;
+  // Per-xi strides padded by 16 floats: 16 streams at a 4 KiB-multiple stride would all
+  // land in the same L1 sets.
+  auto input_transform = [&](float* V, int th0, int th1, int c_begin, int c_end) {
     // Input transform V = B^T d B, a tile row at a time: 4 zero-padded input rows, the column
     // transform (along x) into 16 rows of TW values, then the row transform. Every inner loop
     // runs over tw with unit-stride stores, so the compiler vectorises it.
     const int PW = 2 * TW + 2;
     std::vector<float>& prow = tl_buf(0, 4 * (size_t)PW);
     std::vector<float>& cb = tl_buf(1, 16 * (size_t)TW);
-    for (int c = 0; c < C; ++c) {
+    for (int c = c_begin; c < c_end; ++c) {
       const float* x = in + (size_t)c * H * W;
       for (int th = th0; th < th1; ++th) {
         const int y0 = 2 * th - pad.top;
@@ -156,17 +155,21 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
         }
       }
     }
-    // 16 GEMMs: M[xi] (O x nt) = U[xi] (O x C) * V[xi] (C x nt).
-    for (int xi = 0; xi < 16; ++xi) {
-      BSource b{V + xi * xs, tb, nullptr};
-      gemm_packed(k, O, nt, C, U + xi * u_stride, b, nullptr, Act::linear, M + xi * ms, tb,
-                  /*parallel=*/false);
-    }
-    // Output transform Y = A^T M A + bias, vectorised over tw, then the activation over the
-    // finished output rows.
+  };
+  // M[xi] rows [p0*mr, p1*mr) (O x nt) = U[xi] (those rows x C) * V[xi] (C x nt).
+  auto gemms = [&](const float* V, float* M, size_t nt, int xi, size_t p0, size_t p1) {
+    const size_t r0 = p0 * k.mr, r1 = std::min((size_t)O, p1 * k.mr);
+    if (r0 >= r1) return;
+    BSource b{V + xi * xs, tb, nullptr};
+    gemm_packed(k, r1 - r0, nt, C, U + xi * u_stride + r0 * C, b, nullptr, Act::linear,
+                M + xi * ms + r0 * tb, tb, /*parallel=*/false);
+  };
+  // Output transform Y = A^T M A + bias, vectorised over tw, then the activation over the
+  // finished output rows.
+  auto output_transform = [&](const float* M, int th0, int th1, int o_begin, int o_end) {
     const int oy0 = 2 * th0, oy1 = std::min(OH, 2 * th1);
     std::vector<float>& ob = tl_buf(2, 8 * (size_t)TW);
-    for (int o = 0; o < O; ++o) {
+    for (int o = o_begin; o < o_end; ++o) {
       const float bo = bias ? bias[o] : 0.f;
       float* y = out + (size_t)o * OH * OW;
       for (int th = th0; th < th1; ++th) {
@@ -201,6 +204,41 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
       }
       act_inplace(act, y + (size_t)oy0 * OW, (size_t)(oy1 - oy0) * OW);
     }
+  };
+
+  const size_t T = (size_t)pool->num_threads();
+  const size_t m_panels = ((size_t)O + k.mr - 1) / k.mr;
+  if (T > 1 && n_blocks < 8 * T) {
+    // Few blocks (deep layers, small maps): whole blocks per thread would leave threads idle
+    // (e.g. 5 blocks on 2 threads), so the threads share each block, phase by phase. V and M
+    // are the calling thread's scratch; it stays in the call until every phase is done.
+    float* V = thread_scratch(16 * xs, 1);
+    float* M = thread_scratch(16 * ms, 2);
+    const size_t splits = 2;  // 16 x 2 GEMM tasks divide evenly over 2 or 4 threads
+    const size_t pps = (m_panels + splits - 1) / splits;
+    for (size_t blk = 0; blk < n_blocks; ++blk) {
+      const int th0 = (int)(blk * rows), th1 = std::min(TH, (int)((blk + 1) * rows));
+      const size_t nt = (size_t)(th1 - th0) * TW;
+      pool->parallel_for_chunks((size_t)C, nt * 16, [&](size_t c0, size_t c1) {
+        input_transform(V, th0, th1, (int)c0, (int)c1);
+      });
+      pool->parallel_for(16 * splits, [&](size_t t, int) {
+        gemms(V, M, nt, (int)(t / splits), (t % splits) * pps, (t % splits + 1) * pps);
+      });
+      pool->parallel_for_chunks((size_t)O, nt * 24, [&](size_t o0, size_t o1) {
+        output_transform(M, th0, th1, (int)o0, (int)o1);
+      });
+    }
+    return;
+  }
+  pool->parallel_for(n_blocks, [&](size_t blk, int) {
+    const int th0 = (int)(blk * rows), th1 = std::min(TH, (int)((blk + 1) * rows));
+    const size_t nt = (size_t)(th1 - th0) * TW;
+    float* V = thread_scratch(16 * xs, 1);  // V[xi][c][t]
+    float* M = thread_scratch(16 * ms, 2);  // M[xi][o][t]
+    input_transform(V, th0, th1, 0, C);
+    for (int xi = 0; xi < 16; ++xi) gemms(V, M, nt, xi, 0, m_panels);
+    output_transform(M, th0, th1, 0, O);
   });
 }
 

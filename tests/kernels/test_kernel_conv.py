@@ -94,6 +94,33 @@ def test_conv_threads_bit_identical(isa: str, threads: None) -> None:
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("c, o, hw", [(64, 70, (19, 19)), (40, 33, (38, 21)), (8, 16, (200, 9))])
+def test_conv_threads_bit_identical_deep(isa: str, threads: None, c: int, o: int,
+                                         hw: tuple[int, int]) -> None:
+    """Deep layers on small maps (few Winograd blocks, shared by the threads phase by phase)
+    and 1x1 convs whose column blocks are evened out per thread count: 1, 2 and 3 threads
+    give the same bits, and the result matches the reference."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((c, *hw), dtype=np.float32)
+    w3 = rng.standard_normal((o, c, 3, 3), dtype=np.float32) * 0.1
+    w1 = rng.standard_normal((o, c, 1, 1), dtype=np.float32) * 0.1
+    b = rng.standard_normal(o, dtype=np.float32)
+    cw3, cw1 = _core.ConvWeights(w3), _core.ConvWeights(w1)
+    outs3, outs1 = [], []
+    for n in (1, 2, 3):
+        _core.set_num_threads(n)
+        outs3.append(_core.conv2d(x, cw3, b, (1, 1), [1, 1, 1, 1], "leaky"))
+        outs1.append(_core.conv2d(x, cw1, b, (1, 1), [0, 0, 0, 0], "leaky"))
+    for got in outs3[1:]:
+        np.testing.assert_array_equal(got, outs3[0])
+    for got in outs1[1:]:
+        np.testing.assert_array_equal(got, outs1[0])
+    np.testing.assert_allclose(outs3[0], ref.conv2d(x, w3, b, (1, 1), (1, 1, 1, 1), 1, "leaky"),
+                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(outs1[0], ref.conv2d(x, w1, b, (1, 1), (0, 0, 0, 0), 1, "leaky"),
+                               rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 def test_conv_activations(act: str) -> None:
     rng = np.random.default_rng(6)

@@ -52,10 +52,13 @@ void gemm_packed(const GemmKernel& k, size_t M, size_t N, size_t K, const float*
     return;
   }
 
-  // Column blocks: at most NC wide, and small enough that every thread gets work.
-  size_t nc = (N + T - 1) / T;
+  // Column blocks: at most NC wide, as many as a multiple of the thread count (3 blocks on
+  // 2 threads would cap the speed-up at 1.5x), and of equal width.
+  size_t n_blocks = (N + kGemmNC - 1) / kGemmNC;
+  n_blocks = (n_blocks + T - 1) / T * T;
+  size_t nc = (N + n_blocks - 1) / n_blocks;
   nc = std::min(kGemmNC, (nc + nr - 1) / nr * nr);
-  const size_t n_blocks = (N + nc - 1) / nc;
+  n_blocks = (N + nc - 1) / nc;
   // When N is too narrow to feed every thread, also split the rows (each task then packs the
   // same B block: cheap next to the GEMM on such deep, small layers).
   const size_t m_panels = (M + mr - 1) / mr;
