@@ -97,3 +97,45 @@ def test_silence_counts_only_once_the_link_has_drained_what_the_gateway_sent():
         gw.sock.close(0)
         gw._wake_rx.close(0)
         gw._ctx.term()
+
+
+def test_client_forgotten_by_the_gateway_gets_its_accepted_frames_on_the_new_connection(tmp_path):
+    """The client side of the same rule: frames the gateway accepted but has not answered when
+    it forgets the client (here: the client's connection said BYE) are re-attached on rejoin."""
+    from deepthings.runtime.cluster import _Client
+
+    wl = SyntheticWorkload(SHAPE, GRID, passes=2, compute_s=0.1)
+    gw = Gateway(wl, ModelFiles(wl.spec()),
+                 GatewayConfig(bind="tcp://127.0.0.1:0", schedule="wst", hb_interval_s=0.1, hb_liveness=5), None)
+    edge = Edge(EdgeConfig(gateway=gw.endpoint, name="worker", cache_dir=tmp_path, advertise_host="127.0.0.1"),
+                None, build_workload)
+    stop = threading.Event()
+    threads = [threading.Thread(target=gw.serve, args=(stop,), daemon=True),
+               threading.Thread(target=edge.serve, args=(stop,), daemon=True)]
+    client = None
+    try:
+        for t in threads:
+            t.start()
+        client = _Client(gw.endpoint, None, 10.0, name="forgetful")
+        rng = np.random.default_rng(4)
+        xs = [rng.random(SHAPE, dtype=np.float32) for _ in range(2)]
+        refs = [client.submit(x) for x in xs]
+        deadline = time.monotonic() + 10
+        while client.pending and time.monotonic() < deadline:
+            msg = client._recv(0.1)
+            if msg is not None:
+                client._handle(msg)
+        assert not client.pending and not client.done, "frames should be accepted and still running"
+        transport.send(client.sock, protocol.make("BYE"))  # the gateway forgets this connection
+        got = {m["ref"]: np.array(m.arrays[0]) for m in client.wait(refs, 20.0)}
+        assert sorted(got) == refs
+        for ref, x in zip(refs, xs):
+            np.testing.assert_array_equal(got[ref], wl.reference(x))
+        # re-attached, not started over (frames_done is counted after DONE is sent: not read here)
+        assert gw.stats["reattached"] == 2
+    finally:
+        if client is not None:
+            client.close()
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)

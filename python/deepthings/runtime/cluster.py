@@ -134,6 +134,9 @@ class _Client:
         self._last_tx = 0.0
         self._refs = 0
         self.pending: dict[int, np.ndarray] = {}  # submitted, not yet accepted
+        # Submitted and not yet answered: ref -> (input, gateway frame id once accepted). A
+        # rejoin submits these again; the gateway re-attaches the ones it still has.
+        self.unanswered: dict[int, tuple[np.ndarray, int | None]] = {}
         self.done: dict[int, Message] = {}
         self.errors: dict[int, str] = {}
         self.bytes_sent = 0
@@ -198,28 +201,44 @@ class _Client:
     def submit(self, x: np.ndarray) -> int:
         self._refs += 1
         self.pending[self._refs] = x
+        self.unanswered[self._refs] = (x, None)
         self._send(make("SUBMIT", [x], ref=self._refs, keep=False))
         return self._refs
+
+    def _resubmit(self, ref: int) -> None:
+        x, frame = self.unanswered[ref]
+        fields: dict[str, Any] = {"ref": ref, "keep": False}
+        if frame is not None:
+            fields["frame"] = frame
+        self._send(make("SUBMIT", [x], **fields))
 
     def _handle(self, msg: Message) -> None:
         if msg.type == "ACCEPT":
             self.pending.pop(msg["ref"], None)
+            if msg["ref"] in self.unanswered:
+                self.unanswered[msg["ref"]] = (self.unanswered[msg["ref"]][0], msg["frame"])
         elif msg.type == "DONE":
             self.pending.pop(msg["ref"], None)
+            if self.unanswered.pop(msg["ref"], None) is None:
+                log.info("DONE for ref %d that is not awaited: ignored", msg["ref"])
+                return
             self.done[msg["ref"]] = msg
         elif msg.type == "ERROR":
             text = msg["message"]
             ref = msg.get("ref")
             if text.startswith("unknown peer"):  # the gateway forgot us (restart, idle): rejoin
+                # DONE goes to the connection that submitted: every frame still unanswered
+                # (accepted or not) is submitted again on the new one.
                 self._hello(10.0)
-                for r, x in list(self.pending.items()):
-                    self._send(make("SUBMIT", [x], ref=r, keep=False))
+                for r in list(self.unanswered):
+                    self._resubmit(r)
             elif type(ref) is int and ref in self.pending and text.startswith("too many frames"):
                 time.sleep(0.05)
                 self._send(make("SUBMIT", [self.pending[ref]], ref=ref, keep=False))
             elif type(ref) is int:
                 self.errors[ref] = text
                 self.pending.pop(ref, None)
+                self.unanswered.pop(ref, None)
             else:
                 log.warning("gateway says: %s", text)
 

@@ -255,7 +255,7 @@ class Gateway:
             raise ProtocolError(
                 f"peer {peer.peer_id}: SUBMIT input shape {tuple(x.shape)}, the model takes {self.workload.input_shape}"
             )
-        if self._reattach(peer, msg, now):
+        if self._reattach(peer, msg, x, now):
             return
         if len(self.book.frames) >= self.config.max_frames_in_flight:
             self._send(peer, make("ERROR", message=f"too many frames in flight ({len(self.book.frames)}); retry later",
@@ -278,7 +278,7 @@ class Gateway:
             st.bytes_out += self._send(src, make("FRAME", [x], frame=st.frame))
         self._dispatch(now)
 
-    def _reattach(self, peer: Peer, msg: Message, now: float) -> bool:
+    def _reattach(self, peer: Peer, msg: Message, x: np.ndarray, now: float) -> bool:
         """A SUBMIT naming a frame this gateway still has, from the device that submitted it
         but on a new connection (it rejoined, e.g. after being declared dead behind a saturated
         link): answer that frame to the new connection instead of starting it again."""
@@ -288,6 +288,8 @@ class Gateway:
         st = self.book.frames.get(prev)
         if st is None or st.ref != msg["ref"] or st.submitter_name != peer.name or st.submitter == peer.peer_id:
             return False  # finished (its DONE went to the old connection) or not this peer's: new frame
+        if not np.array_equal(st.input, x):
+            return False  # same name and ref but another frame (e.g. ids reused after a gateway restart)
         st.submitter = peer.peer_id
         st.submitter_identity = peer.identity
         self.events.add(now, st.frame, -1, "resubmit", peer.peer_id, "re-attached")
