@@ -97,9 +97,9 @@ def test_conv_threads_bit_identical(isa: str, threads: None) -> None:
 @pytest.mark.parametrize("c, o, hw", [(64, 70, (19, 19)), (40, 33, (38, 21)), (8, 16, (200, 9))])
 def test_conv_threads_bit_identical_deep(isa: str, threads: None, c: int, o: int,
                                          hw: tuple[int, int]) -> None:
-    """Deep layers on small maps (few Winograd blocks, shared by the threads phase by phase)
-    and 1x1 convs whose column blocks are evened out per thread count: 1, 2 and 3 threads
-    give the same bits, and the result matches the reference."""
+    """Deep layers on small maps (few Winograd blocks, fewer column blocks than threads x 2)
+    and 1x1 convs: 1, 2 and 3 threads give the same bits, and the result matches the
+    reference."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((c, *hw), dtype=np.float32)
     w3 = rng.standard_normal((o, c, 3, 3), dtype=np.float32) * 0.1
