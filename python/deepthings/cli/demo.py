@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepthings.cli.detect import add_model_arguments, cluster_log_level, load_model, parse_grid, result_detections
+from deepthings.cli._args import parse_grid
+from deepthings.cli.detect import add_model_arguments, cluster_log_level, load_model, result_detections
 from deepthings.errors import DeepthingsError
 
 

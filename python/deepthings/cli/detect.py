@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from deepthings.cli._args import parse_grid
 from deepthings.errors import DeepthingsError, ImageError
 
 
@@ -60,17 +61,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="'default' (embedded Yolo-Fastest 1.1, COCO) or a Darknet .cfg")
     p.add_argument("--weights", metavar="W", help="Darknet .weights for --model CFG")
     p.add_argument("--names", metavar="N", help="class names file (one per line)")
-
-
-def parse_grid(text: str) -> tuple[int, int]:
-    """'3x3' -> (3, 3)."""
-    try:
-        n, m = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must look like 3x3, got {text!r}") from None
-    if n < 1 or m < 1:
-        raise argparse.ArgumentTypeError(f"grid must be at least 1x1, got {text!r}")
-    return n, m
 
 
 def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:

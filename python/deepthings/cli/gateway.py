@@ -14,23 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from deepthings.cli._args import parse_grid
 from deepthings.errors import ClusterError
 
 log = logging.getLogger("deepthings.cli.gateway")
-
-
-def parse_grid(text: str) -> tuple[int, int]:
-    """'5x5' / '5' -> (5, 5)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid {text!r}: expected NxM, e.g. 5x5") from None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"grid {text!r}: expected NxM with N, M >= 1")
-    return vals[0], vals[1]
 
 
 def add_key_arguments(p: argparse.ArgumentParser) -> None:

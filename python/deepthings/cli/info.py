@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from deepthings.cli._args import parse_grid
+
 
 def register(subparsers: Any) -> None:
     """Add the `info` subcommand."""
@@ -22,21 +24,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("cfg", metavar="CFG", help="Darknet .cfg file")
     p.add_argument("weights", metavar="WEIGHTS", nargs="?", default=None,
                    help="optional .weights file (checked against the cfg)")
-    p.add_argument("--grid", type=_parse_grid, default=None, metavar="NxM",
+    p.add_argument("--grid", type=parse_grid, default=None, metavar="NxM",
                    help="FTP grid for the cost report (needs --fused)")
     p.add_argument("--fused", type=int, default=None, metavar="L",
                    help="number of fused layers for the FTP cost report")
     p.set_defaults(func=run_info)
-
-
-def _parse_grid(text: str) -> tuple[int, int]:
-    try:
-        n, m = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must look like 3x3, got {text!r}") from None
-    if n < 1 or m < 1:
-        raise argparse.ArgumentTypeError(f"grid sizes must be >= 1, got {text!r}")
-    return n, m
 
 
 def human(n: float, unit: str = "") -> str:

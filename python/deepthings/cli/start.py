@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepthings.cli.gateway import parse_grid
+from deepthings.cli._args import parse_grid
 
 
 def register(subparsers: Any) -> None:

@@ -252,7 +252,7 @@ def run_ftp(settings: Settings, cfg: Path, weights: Path, k: int, schedule: str,
         start = Path(tmp) / "start"
         cache_dir = cache or Path(tmp) / "cache"
         addr = f"{tb.address('gw')}:{PORT}"
-        gw = tb.spawn("gw", [py, "-m", "deepthings.testbed.probes", "ftp-gateway", "--bind", addr,
+        tb.spawn("gw", [py, "-m", "deepthings.testbed.probes", "ftp-gateway", "--bind", addr,
                              "--cfg", str(cfg), "--weights", str(weights), "--fused", str(settings.fused),
                              "--grid", f"{grid[0]}x{grid[1]}", "--schedule", schedule,
                              "--link-bytes-per-s", str((rate or 8e9) / 8)],
