@@ -261,10 +261,12 @@ def test_packet_loss_is_emulated():
         receiver = (
             "import socket\n"
             f"s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{tb.address('gw')}', 7779))\n"
-            "s.settimeout(3); got=set(); print('ready', flush=True)\n"
+            # ARP itself crosses the lossy link and retries once a second, so the first
+            # datagram may take several seconds; only then does silence mean "done".
+            "s.settimeout(30); got=set(); print('ready', flush=True)\n"
             "try:\n"
             "    while True:\n"
-            "        data, peer = s.recvfrom(64); got.add(int(data))\n"
+            "        data, peer = s.recvfrom(64); got.add(int(data)); s.settimeout(3)\n"
             "        if int(data) < 0: s.sendto(b'ack', peer)\n"
             "except socket.timeout: pass\n"
             "print(len([g for g in got if g >= 0]))"
