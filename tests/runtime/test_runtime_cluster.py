@@ -276,3 +276,22 @@ def test_semantically_wrong_messages_are_ignored(fuzz_cluster):
         check(c.infer_many(xs), xs, (2, 2))
     finally:
         sock.close(0)
+
+
+def test_8bit_frames_cross_every_link_as_codes_and_results_stay_exact():
+    """Client -> gateway -> data source -> thieves: an 8-bit image moves as 1 byte per value
+    (the steal traffic is exactly the crops' element counts), and the answer is unchanged."""
+    rng = np.random.default_rng(5)
+    xs = [rng.integers(0, 256, SHAPE, dtype=np.uint8).astype(np.float32) / np.float32(255) for _ in range(4)]
+    grid = (4, 4)
+    wl = SyntheticWorkload(SHAPE, grid, 3)
+    with Cluster(spec(0.03), edges=3, grid=grid, schedule="wst", sources=1) as c:
+        rs = c.infer_many(xs, window=2)
+    check(rs, xs, grid)
+    assert any(r.trace.stolen_tiles for r in rs)
+    for r in rs:
+        want = sum(int(np.prod(wl.crop(xs[0], t).shape)) for t in r.trace.stolen_tiles)
+        assert r.trace.bytes["edge_to_edge"] == want  # 1 byte per value, not 4
+        for t in r.trace.tiles:
+            if t.get("stolen"):
+                assert t["input_bytes"] * 4 == wl.crop(xs[0], t["tile"]).nbytes

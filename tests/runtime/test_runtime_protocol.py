@@ -108,3 +108,65 @@ def test_random_bytes_never_crash_the_decoder(raw):
         decode(raw, "fuzz")
     except ProtocolError:
         pass
+
+
+# ---------------------------------------------------------------- 8-bit coded images (q8)
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+    seed=st.integers(0, 2**32 - 1),
+    crop=st.tuples(st.integers(0, 8), st.integers(0, 8)),
+)
+def test_an_8bit_image_travels_as_codes_and_comes_back_bit_identical(shape, seed, crop):
+    codes = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    x = codes.astype(np.float32) / np.float32(255.0)  # what Darknet's /255 gives
+    packed = protocol.exact8(x)
+    assert packed is not None and packed.nbytes * 4 == x.nbytes
+    np.testing.assert_array_equal(packed.codes, codes)
+    back = decode(_bytes(encode(make("SUBMIT", [packed], ref=1, keep=False))), "test")
+    assert back.arrays[0].dtype == np.float32
+    np.testing.assert_array_equal(_bits(back.arrays[0]), _bits(x))
+    np.testing.assert_array_equal(back.codes[0], codes)
+    # a crop of the codes is the codes of the crop
+    r, c = min(crop[0], shape[1] - 1), min(crop[1], shape[2] - 1)
+    sub = packed[:, r:, c:]
+    t = decode(_bytes(encode(make("TASK", [sub], frame=1, tile=0, level=0, meta={}))), "test")
+    np.testing.assert_array_equal(_bits(t.arrays[0]), _bits(x[:, r:, c:]))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.5],  # not k/255
+        [-0.0],  # equal to 0.0 but other bits
+        [float("nan")],
+        [256 / 255],  # out of 8 bits
+        [-1 / 255],
+        [np.nextafter(np.float32(3 / 255), np.float32(1))],  # one ulp off a code
+    ],
+)
+def test_values_that_are_not_exact_8bit_codes_are_never_coded(values):
+    x = np.array(values, np.float32).reshape(1, 1, -1)
+    assert protocol.exact8(x) is None
+
+
+def test_random_floats_stay_float32():
+    x = np.random.default_rng(0).random((3, 8, 8), dtype=np.float32)
+    assert protocol.exact8(x) is None
+
+
+def test_coded_arrays_only_where_the_schema_allows_them():
+    packed = protocol.exact8(np.zeros((1, 2, 2), np.float32))
+    with pytest.raises(ProtocolError, match="8-bit"):
+        make("RESULT", [packed], frame=1, tile=0, stolen=False, compute_s=0.0, meta={})
+    # and a receiver refuses a q8 spec in a message type that has none
+    frames = _bytes(encode(make("FRAME", [packed], frame=1)))
+    header = msgpack.unpackb(frames[0])
+    header["t"] = "REUSE"
+    header.update(frame=1, tile=0, meta={})
+    with pytest.raises(ProtocolError, match="bad spec"):
+        decode([msgpack.packb(header)] + frames[1:], "test")

@@ -35,12 +35,15 @@ import zmq
 
 from deepthings.baselines.modnn import ModnnPlan, modnn_plan
 from deepthings.errors import ClusterError, ProtocolError
+from deepthings.runtime.protocol import Exact8, exact8
 
 
-def _send(sock: zmq.Socket, header: dict, arrays: Sequence[np.ndarray] = (), identity: bytes | None = None) -> int:
-    header = dict(header, a=[list(a.shape) for a in arrays])
+def _send(sock: zmq.Socket, header: dict, arrays: Sequence[Any] = (), identity: bytes | None = None) -> int:
+    # Exact8 arrays (an 8-bit image's strips) travel as their codes, as in the runtime protocol.
+    coded = [i for i, a in enumerate(arrays) if isinstance(a, Exact8)]
+    header = dict(header, a=[list(a.shape) for a in arrays], q=coded)
     frames: list[Any] = [msgpack.packb(header)]
-    frames += [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
+    frames += [a.codes if isinstance(a, Exact8) else np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
     if identity is not None:
         frames.insert(0, identity)
     sock.send_multipart(frames, copy=False)
@@ -59,7 +62,12 @@ def _recv(sock: zmq.Socket, router: bool, timeout_s: float | None, peer: str) ->
         shapes = header["a"]
         if len(shapes) != len(frames) - 1:
             raise ValueError(f"{len(shapes)} shapes for {len(frames) - 1} arrays")
-        arrays = [np.frombuffer(f.buffer, dtype=np.float32).reshape(s) for f, s in zip(frames[1:], shapes)]
+        coded = set(header.get("q", []))
+        arrays = [
+            Exact8(np.frombuffer(f.buffer, dtype=np.uint8).reshape(s)).to_float() if i in coded
+            else np.frombuffer(f.buffer, dtype=np.float32).reshape(s)
+            for i, (f, s) in enumerate(zip(frames[1:], shapes))
+        ]
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"MoDNN: malformed message from {peer}: {exc}") from None
     return ident, header, arrays
@@ -187,9 +195,11 @@ class ModnnGateway:
         self.frame += 1
         t0 = time.perf_counter()
         sent = recv = 0
+        coded = exact8(x)
         for d, ident in enumerate(self.peers):
             lo, hi = plan.input_rows(d)
-            sent += _send(self.sock, {"t": "input", "frame": frame}, [x[:, lo:hi]], identity=ident)
+            strip = coded[:, lo:hi] if coded is not None else x[:, lo:hi]
+            sent += _send(self.sock, {"t": "input", "frame": frame}, [strip], identity=ident)
         index = {ident: d for d, ident in enumerate(self.peers)}
         gateway_s = 0.0
         for layer in range(plan.fused_layers - 1):
@@ -243,6 +253,15 @@ class ModnnGateway:
         self.close()
 
 
+def _frame(shape: tuple[int, ...]) -> np.ndarray:
+    """The experiments' camera frame (the sample photo resized in 8 bits), random if not RGB."""
+    from deepthings.data import sample_frame
+
+    if len(shape) == 3 and shape[0] == 3:
+        return sample_frame(shape)  # type: ignore[arg-type]
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
 def _gate(ready_file: str | None, start_file: str | None, timeout_s: float) -> None:
     """Announce readiness and wait for the go (lets a benchmark change CPU caps in between)."""
     if ready_file:
@@ -279,10 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "worker":
         run_worker(args.gateway, args.speed)
         return 0
-    rng = np.random.default_rng(0)
     with ModnnGateway(args.bind, args.workers, cfg_path=args.cfg, fused=args.fused, weights_path=args.weights,
                       seed=None if args.weights else args.seed, engine=args.engine, threads=args.threads) as gw:
-        x = rng.random(gw.net.input_shape, dtype=np.float32)
+        x = _frame(gw.net.input_shape)  # the same camera frame as the FTP runs
         _gate(args.ready_file, args.start_file, gw.timeout_s)
         traces = []
         t0 = time.perf_counter()

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from deepthings.engine.network import Network
 
 _DIR = Path(__file__).resolve().parent
@@ -47,6 +49,21 @@ def default_names_path() -> Path:
 def sample_image_path() -> Path:
     """The sample photo used by ``deepthings demo`` (Darknet's dog.jpg)."""
     return data_path(SAMPLE_IMAGE)
+
+
+def sample_frame(shape: tuple[int, int, int]) -> "np.ndarray":
+    """The sample photo as a camera would deliver it at the network's size: resized in 8 bits
+    (Pillow, bilinear), then Darknet's ``/255`` -- a CHW float32 ``shape`` frame whose values
+    are exact ``k/255`` (so the runtime carries it as 8-bit codes). Used by the experiments."""
+    import numpy as np
+    from PIL import Image
+
+    c, h, w = (int(v) for v in shape)
+    if c != 3:
+        raise ValueError(f"sample_frame: {c} channels asked, the photo is RGB")
+    with Image.open(sample_image_path()) as im:
+        rgb = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.uint8)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ from deepthings.runtime import transport
 from deepthings.runtime.edge import EdgeConfig
 from deepthings.runtime.gateway import Gateway, GatewayConfig
 from deepthings.runtime.keys import ClusterKey
-from deepthings.runtime.protocol import Message, make
+from deepthings.runtime.protocol import Message, exact8, make
 from deepthings.runtime.scheduler import SCHEDULES
 from deepthings.runtime.trace import InferenceResult, Trace
 
@@ -199,6 +199,8 @@ class _Client:
         raise ClusterError(f"gateway {self.address} did not answer STATUS_REQ")
 
     def submit(self, x: np.ndarray) -> int:
+        x = np.ascontiguousarray(x, np.float32)
+        x = exact8(x) or x  # an 8-bit image crosses the link as its codes
         self._refs += 1
         self.pending[self._refs] = x
         self.unanswered[self._refs] = (x, None)

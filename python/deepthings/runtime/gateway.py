@@ -21,7 +21,7 @@ import zmq
 from deepthings.errors import ClusterError, ProtocolError
 from deepthings.runtime import transport
 from deepthings.runtime.keys import ClusterKey, start_authenticator
-from deepthings.runtime.protocol import Message, make
+from deepthings.runtime.protocol import Exact8, Message, make
 from deepthings.runtime.scheduler import (
     GATEWAY,
     SCHEDULES,
@@ -267,6 +267,8 @@ class Gateway:
         st = self.book.new_frame(msg["ref"], peer.peer_id, x, self.workload.n_tiles, source, now)
         st.submitter_identity = peer.identity
         st.submitter_name = peer.name
+        if 0 in msg.codes:
+            st.codes = msg.codes[0].copy()
         st.bytes_in += nbytes
         self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
         self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep))
@@ -275,7 +277,7 @@ class Gateway:
                 self.gqueue.push(st.frame, t, self.workload.level(t))
         elif not keep:
             src = self.members.peers[source]
-            st.bytes_out += self._send(src, make("FRAME", [x], frame=st.frame))
+            st.bytes_out += self._send(src, make("FRAME", [self._frame_input(st)], frame=st.frame))
         self._dispatch(now)
 
     def _reattach(self, peer: Peer, msg: Message, x: np.ndarray, now: float) -> bool:
@@ -423,8 +425,7 @@ class Gateway:
 
     def _push_task(self, peer: Peer, frame: int, tile: int, now: float) -> None:
         st = self.book.frames[frame]
-        crop = self.workload.crop(st.input, tile)
-        arrays = [crop]
+        arrays = [self.workload.crop(self._frame_input(st), tile)]
         meta: dict[str, Any] = {"origin": "gateway"}
         level = self.workload.level(tile)
         if self.reuse and level == 1:
@@ -438,6 +439,11 @@ class Gateway:
         st.tile_trace.setdefault(tile, {})["issued_at"] = now
         st.bytes_out += self._send(peer, make("TASK", arrays, frame=frame, tile=tile, level=level, meta=meta))
         self.events.add(now, frame, tile, "shared", peer.peer_id)
+
+    @staticmethod
+    def _frame_input(st: Any) -> "np.ndarray | Exact8":
+        """The frame as it should travel: its 8-bit codes if it came coded (a quarter of the bytes)."""
+        return Exact8(st.codes) if st.codes is not None else st.input
 
     def _reissue(self, frame: int, tile: int, now: float, why: str) -> None:
         if self.book.assign(frame, tile, GATEWAY, now, reissue=True):

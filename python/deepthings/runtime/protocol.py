@@ -10,6 +10,14 @@ only. A message is one ZeroMQ multipart message::
 tensors, or ``uint8`` blobs for model files). Arrays travel without copies: the sender hands
 numpy buffers to ZeroMQ, the receiver wraps the frame with ``np.frombuffer``.
 
+Images travel as 8-bit codes (dtype code ``q8``): a float32 array whose every value is exactly
+``k / 255`` for a uint8 ``k`` (an 8-bit photo after Darknet's ``/255``, before any resize) is
+sent as its codes, a quarter of the bytes, and decoded back to the *same* float32 bits
+(:class:`Exact8`; :func:`exact8` checks the round trip bit for bit, so nothing is ever
+approximated). The receiver gets float32 as usual, plus the codes in ``Message.codes`` so it
+can forward crops without growing them again. Allowed for the input arrays of SUBMIT, FRAME
+and TASK.
+
 Message types (direction: fields; arrays)
 ------------------------------------------
 HELLO        peer -> gateway: role ("edge"|"client"), name, source (bool), steal_addr (str|None);
@@ -80,7 +88,56 @@ MAX_NDIM = 4
 MAX_ARRAY_BYTES = 1 << 30
 MAX_ID = (1 << 62)
 
-_DTYPES = {"f4": np.dtype("<f4"), "u1": np.dtype("u1")}
+_DTYPES = {"f4": np.dtype("<f4"), "u1": np.dtype("u1"), "q8": np.dtype("u1")}
+_Q8_SCALE = np.float32(255.0)
+
+
+class Exact8:
+    """A float32 tensor carried as the uint8 codes ``k`` of its values ``k / 255`` (see the
+    module docstring). Build one with :func:`exact8`, which refuses anything not exact."""
+
+    __slots__ = ("codes",)
+
+    def __init__(self, codes: np.ndarray) -> None:
+        if codes.dtype != np.uint8:
+            raise ProtocolError(f"Exact8 codes must be uint8, got {codes.dtype}")
+        self.codes = codes
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes)
+
+    def to_float(self) -> np.ndarray:
+        """The float32 tensor, bit-identical to the one :func:`exact8` packed."""
+        return self.codes.astype(np.float32) / _Q8_SCALE
+
+    def __getitem__(self, index: Any) -> "Exact8":
+        return Exact8(np.ascontiguousarray(self.codes[index]))
+
+
+def exact8(x: np.ndarray) -> Exact8 | None:
+    """``x`` (float32) as 8-bit codes if every value round-trips bit for bit, else None."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or x.size == 0:
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.rint(x * _Q8_SCALE)
+        if not (np.all(scaled >= 0) and np.all(scaled <= 255)):  # also False for NaN
+            return None
+    packed = Exact8(scaled.astype(np.uint8))
+    # compare bits, not values: -0.0 == 0.0 but would not round-trip
+    if not np.array_equal(packed.to_float().view(np.uint32), np.ascontiguousarray(x).view(np.uint32)):
+        return None
+    return packed
+
+
+def as_float(x: "np.ndarray | Exact8") -> np.ndarray:
+    """The float32 tensor behind an array or an :class:`Exact8`."""
+    return x.to_float() if isinstance(x, Exact8) else x
 
 log = logging.getLogger("deepthings.runtime.protocol")
 
@@ -112,12 +169,12 @@ SCHEMAS: dict[str, tuple[dict[str, tuple[type, ...]], tuple[int, int], frozenset
     "READY": ({}, (0, 0), frozenset()),
     "HEARTBEAT": ({}, (0, 0), frozenset()),
     "BYE": ({}, (0, 0), frozenset()),
-    "SUBMIT": ({"ref": _INT, "keep": _BOOL}, (1, 1), frozenset({"f4"})),
+    "SUBMIT": ({"ref": _INT, "keep": _BOOL}, (1, 1), frozenset({"f4", "q8"})),
     "ACCEPT": ({"ref": _INT, "frame": _INT, "keep": _BOOL}, (0, 0), frozenset()),
-    "FRAME": ({"frame": _INT}, (1, 1), frozenset({"f4"})),
+    "FRAME": ({"frame": _INT}, (1, 1), frozenset({"f4", "q8"})),
     "QUEUE": ({"pending": _INT, "frames": _LIST}, (0, 0), frozenset()),
     "WORK_REQ": ({}, (0, 0), frozenset()),
-    "TASK": ({"frame": _INT, "tile": _INT, "level": _INT, "meta": _DICT}, (1, MAX_ARRAYS), frozenset({"f4"})),
+    "TASK": ({"frame": _INT, "tile": _INT, "level": _INT, "meta": _DICT}, (1, MAX_ARRAYS), frozenset({"f4", "q8"})),
     "VICTIM": ({"victim": _INT, "addr": _STR}, (0, 0), frozenset()),
     "NO_WORK": ({}, (0, 0), frozenset()),
     "STEAL_REQ": ({"thief": _INT}, (0, 0), frozenset()),
@@ -144,7 +201,8 @@ class Message:
 
     type: str
     fields: dict[str, Any] = field(default_factory=dict)
-    arrays: list[np.ndarray] = field(default_factory=list)
+    arrays: list[Any] = field(default_factory=list)  # np.ndarray, or Exact8 when sending
+    codes: dict[int, np.ndarray] = field(default_factory=dict)  # received q8 arrays' codes
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -162,6 +220,8 @@ def make(type_: str, arrays: Sequence[np.ndarray] = (), **fields: Any) -> Messag
     """Build a message; fails early (ProtocolError) if it would not pass :func:`validate`."""
     msg = Message(type_, dict(fields), list(arrays))
     _check_fields(msg, "local")
+    if any(isinstance(a, Exact8) for a in msg.arrays) and "q8" not in SCHEMAS[type_][2]:
+        raise ProtocolError(f"{type_} cannot carry 8-bit coded arrays")
     return msg
 
 
@@ -170,6 +230,11 @@ def encode(msg: Message) -> list[Any]:
     arrays: list[Any] = []
     specs = []
     for a in msg.arrays:
+        if isinstance(a, Exact8):
+            codes = np.ascontiguousarray(a.codes)
+            arrays.append(codes)
+            specs.append(["q8", list(codes.shape)])
+            continue
         if a.dtype == np.float32:
             code = "f4"
         elif a.dtype == np.uint8:
@@ -222,6 +287,7 @@ def decode(frames: Sequence[Any], peer: str = "?") -> Message:
     if not amin <= len(specs) <= amax:
         raise ProtocolError(f"peer {peer}: {type_} carries {len(specs)} arrays, expected {amin}..{amax}")
     arrays = []
+    codes: dict[int, np.ndarray] = {}
     for i, (spec, frame) in enumerate(zip(specs, frames[1:])):
         if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in dtypes and isinstance(spec[1], list)):
             raise ProtocolError(f"peer {peer}: {type_} array {i} has a bad spec {spec!r}")
@@ -235,8 +301,12 @@ def decode(frames: Sequence[Any], peer: str = "?") -> Message:
             raise ProtocolError(
                 f"peer {peer}: {type_} array {i} has {buf.nbytes} bytes, shape {shape} needs {count * dtype.itemsize}"
             )
-        arrays.append(np.frombuffer(buf, dtype=dtype).reshape(shape))
-    msg = Message(type_, header, arrays)
+        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        if spec[0] == "q8":
+            codes[i] = arr
+            arr = Exact8(arr).to_float()
+        arrays.append(arr)
+    msg = Message(type_, header, arrays, codes)
     _check_fields(msg, peer)
     return msg
 

@@ -154,7 +154,7 @@ class LocalTask:
     frame: int
     tile: int
     level: int
-    crop: np.ndarray
+    crop: Any  # float32 CHW array, or an Exact8 (8-bit coded crop of an 8-bit frame)
     meta: dict[str, Any] = field(default_factory=dict)
     stolen: bool = False
     extra: list[np.ndarray] = field(default_factory=list)
@@ -265,6 +265,7 @@ class FrameState:
     t_tiles_done: float | None = None
     submitter_identity: bytes = b""
     submitter_name: str = ""  # lets the same device re-attach the frame after a rejoin
+    codes: np.ndarray | None = None  # the input's 8-bit codes when it came as q8 (crops go out so)
 
     @property
     def complete(self) -> bool:

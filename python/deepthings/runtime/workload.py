@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from deepthings.errors import ProtocolError, ShapeError
+from deepthings.runtime.protocol import Exact8
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Workload(Protocol):
 
     def level(self, tile: int) -> int: ...
 
-    def crop(self, x: np.ndarray, tile: int) -> np.ndarray: ...
+    def crop(self, x: "np.ndarray | Exact8", tile: int) -> "np.ndarray | Exact8": ...
 
     def check_crop(self, tile: int, crop: np.ndarray) -> None: ...
 
@@ -117,8 +118,10 @@ class SyntheticWorkload:
     def level(self, tile: int) -> int:
         return checkerboard_level(tile, self.grid[1])
 
-    def crop(self, x: np.ndarray, tile: int) -> np.ndarray:
+    def crop(self, x: "np.ndarray | Exact8", tile: int) -> "np.ndarray | Exact8":
         t, l, b, r = self.in_regions[tile]
+        if isinstance(x, Exact8):
+            return x[:, t:b, l:r]
         return np.ascontiguousarray(x[:, t:b, l:r])
 
     def check_crop(self, tile: int, crop: np.ndarray) -> None:
@@ -213,7 +216,13 @@ class FTPWorkload:
             raise ProtocolError(f"tile {tile!r} out of range 0..{self.n_tiles - 1}")
         return self.plan.tiles[tile]
 
-    def crop(self, x: np.ndarray, tile: int) -> np.ndarray:
+    def crop(self, x: "np.ndarray | Exact8", tile: int) -> "np.ndarray | Exact8":
+        """The tile's input crop of a whole frame; an 8-bit coded frame gives coded crops."""
+        if isinstance(x, Exact8):
+            if x.shape != self.input_shape:
+                raise ShapeError(f"tile {tile}: frame of shape {x.shape}, the network takes {self.input_shape}")
+            r = self._tile(tile).input_region
+            return x[:, r.top : r.bottom, r.left : r.right]
         return np.ascontiguousarray(self.plan.crop_input(tile, x), dtype=np.float32)
 
     def check_crop(self, tile: int, crop: np.ndarray) -> None:
