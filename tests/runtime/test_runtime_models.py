@@ -70,19 +70,39 @@ def run_case(cfg, weights, schedule, edges, grid, fused, n_frames=2, seed=0):
 
 @pytest.mark.parametrize(
     "schedule, edges, grid",
-    [("wst-s", 3, (3, 3)), ("wst", 2, (5, 5)), ("wsh", 4, (2, 2)), ("wst-s", 1, (1, 1))],
+    [("wst-s", 3, (3, 3)), ("wst", 2, (5, 5)), ("wsh", 4, (2, 2)), ("wst-s", 1, (1, 1)), ("wst-sp", 3, (3, 3))],
 )
 def test_yolo_fastest_real_weights(schedule, edges, grid):
     results = run_case(FASTEST_CFG, FASTEST_WEIGHTS, schedule, edges, grid, fused=16)
-    if schedule == "wst-s" and grid != (1, 1):
+    if schedule in ("wst-s", "wst-sp") and grid != (1, 1):
         # level-1 tiles reused their neighbours' overlap data at least sometimes
         assert any(t.get("reused") for r in results for t in r.trace.tiles)
 
 
-@pytest.mark.parametrize("schedule, edges, grid", [("wst-s", 4, (5, 5)), ("wst", 3, (4, 3)), ("wsh", 2, (3, 3))])
+@pytest.mark.parametrize(
+    "schedule, edges, grid", [("wst-s", 4, (5, 5)), ("wst", 3, (4, 3)), ("wsh", 2, (3, 3)), ("wst-sp", 4, (5, 5))]
+)
 def test_yolov2_random_weights_small_input(tmp_path, schedule, edges, grid):
     # YOLOv2's 3x3 convs run as Winograd F(2x2,3x3): exact only thanks to the plans' alignment.
     run_case(yolov2_cfg(tmp_path, 160), None, schedule, edges, grid, fused=16)
+
+
+def test_wst_sp_overlap_data_goes_peer_to_peer_not_through_the_gateway(tmp_path):
+    """wst-sp: level-0 results carry no overlap data to the gateway, level-1 tiles still reuse
+    it (from the edges that computed it), and the answer is bit-identical."""
+    cfg = yolov2_cfg(tmp_path, 160)
+    via_gateway = run_case(cfg, None, "wst-s", 3, (3, 3), fused=16, n_frames=3)
+    p2p = run_case(cfg, None, "wst-sp", 3, (3, 3), fused=16, n_frames=3)
+    assert any(t.get("reused") for r in p2p for t in r.trace.tiles)
+    net = load_darknet(cfg, random_seed=0)
+    from deepthings.ftp import FTP
+
+    published = FTP(net, grid=(3, 3), fused_layers=16).cost(reuse=True).overlap_bytes
+    for r in via_gateway:
+        assert r.trace.bytes["gateway_in"] > published  # DeepThings: everything published goes up
+    for r in p2p:
+        assert r.trace.bytes["gateway_in"] < min(v.trace.bytes["gateway_in"] for v in via_gateway) - published // 2
+        assert r.trace.bytes["gateway_out"] < min(v.trace.bytes["gateway_out"] for v in via_gateway)
 
 
 @pytest.mark.slow

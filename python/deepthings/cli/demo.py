@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deepthings.cli._args import parse_grid
+from deepthings.runtime.scheduler import SCHEDULES
 from deepthings.cli.detect import add_model_arguments, cluster_log_level, load_model, result_detections
 from deepthings.errors import DeepthingsError
 
@@ -32,9 +33,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--edges", type=int, default=3, help="edge devices in the local cluster (default 3)")
     p.add_argument("--grid", type=parse_grid, default=(3, 3), metavar="NxM", help="FTP grid (default 3x3)")
     p.add_argument("--fused", type=int, default=16, metavar="L", help="fused layers (default 16)")
-    p.add_argument("--schedule", default="wst", choices=["wst", "wst-s", "wsh"],
+    p.add_argument("--schedule", default="wst", choices=list(SCHEDULES),
                    help="cluster scheduling: wst = DeepThings' work stealing (default), wst-s = with "
-                        "data reuse, wsh = work sharing")
+                        "data reuse through the gateway, wst-sp = with data reuse peer to peer, wsh = work sharing")
     p.add_argument("--frames", type=int, default=5,
                    help="timed frames per mode after one warm-up (median reported; default 5)")
     p.add_argument("--thresh", type=float, default=0.25, help="class probability threshold (0.25)")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"distributed result identical to the single-device one: "
                   f"{'[green]yes[/green]' if same else '[red]NO[/red]'}")
     console.print()
-    _print_tile_map(console, trace, (n, m), reuse=args.schedule == "wst-s")
+    _print_tile_map(console, trace, (n, m), reuse=args.schedule in ("wst-s", "wst-sp"))
     console.print()
     _print_timing(console, trace, single_s, dist_s, args.frames)
 

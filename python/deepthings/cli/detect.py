@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deepthings.cli._args import parse_grid
+from deepthings.runtime.scheduler import SCHEDULES
 from deepthings.errors import DeepthingsError, ImageError
 
 
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--grid", type=parse_grid, default=(3, 3), metavar="NxM", help="FTP grid (default 3x3)")
     p.add_argument("--fused", type=int, default=None, metavar="L",
                    help="fuse the first L layers into tiles (default: the longest block with <= 25%% redundant work)")
-    p.add_argument("--schedule", default="wst-s", choices=["wst", "wst-s", "wsh"],
+    p.add_argument("--schedule", default="wst-s", choices=list(SCHEDULES),
                    help="cluster scheduling (default wst-s)")
     p.add_argument("--thresh", type=float, default=0.25, help="class probability threshold (0.25)")
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold, 0 = off (0.45)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepthings.cli._args import parse_grid
+from deepthings.runtime.scheduler import SCHEDULES
 from deepthings.errors import ClusterError
 
 log = logging.getLogger("deepthings.cli.gateway")
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bind", default="0.0.0.0:5555", metavar="HOST:PORT", help="where edges and clients connect (0.0.0.0:5555)")
     p.add_argument("--grid", type=parse_grid, default=(5, 5), metavar="NxM", help="FTP grid (default 5x5)")
     p.add_argument("--fused", type=int, default=None, metavar="L", help="fuse the first L layers (default: up to 16)")
-    p.add_argument("--schedule", default="wst-s", choices=["wst", "wst-s", "wsh"], help="scheduling (default wst-s)")
+    p.add_argument("--schedule", default="wst-s", choices=list(SCHEDULES), help="scheduling (default wst-s)")
     p.add_argument("--hb-interval", type=float, default=0.5, metavar="S", help="heartbeat interval in seconds (0.5)")
     p.add_argument("--hb-liveness", type=int, default=6, metavar="N", help="missed heartbeats before a peer is dead (6)")
     p.add_argument("--task-timeout", type=float, default=60.0, metavar="S", help="re-issue a task after S seconds (60)")

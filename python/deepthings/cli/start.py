@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepthings.cli._args import parse_grid
+from deepthings.runtime.scheduler import SCHEDULES
 
 
 def register(subparsers: Any) -> None:
@@ -28,7 +29,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sources", type=int, default=1, metavar="S", help="how many edges are data sources (1)")
     p.add_argument("--grid", type=parse_grid, default=(3, 3), metavar="NxM", help="FTP grid (3x3)")
     p.add_argument("--fused", type=int, default=None, metavar="L", help="fused layers (default: up to 16)")
-    p.add_argument("--schedule", default="wst-s", choices=["wst", "wst-s", "wsh"], help="scheduling (wst-s)")
+    p.add_argument("--schedule", default="wst-s", choices=list(SCHEDULES), help="scheduling (wst-s)")
     p.add_argument("--frames", type=int, default=None, metavar="N", help="frames to run (default: one per image)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="native threads per edge (1)")
     p.add_argument("--json", action="store_true", help="one JSON line per frame instead of text")

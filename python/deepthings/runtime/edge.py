@@ -16,6 +16,7 @@ import queue
 import socket as _socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -27,13 +28,14 @@ from deepthings.errors import ClusterError, ProtocolError
 from deepthings.runtime import transport
 from deepthings.runtime.keys import ClusterKey, start_authenticator
 from deepthings.runtime.protocol import Exact8, Message, as_float, exact8, make
-from deepthings.runtime.scheduler import LocalQueue, LocalTask, steal_pays
+from deepthings.runtime.scheduler import REUSE_SCHEDULES, SCHEDULES, LocalQueue, LocalTask, steal_pays
 from deepthings.runtime.workload import ReuseData, Workload
 
 log = logging.getLogger("deepthings.runtime.edge")
 steal_log = logging.getLogger("deepthings.runtime.steal")
 
 UNKNOWN_TILE_S = 0.05  # assumed tile compute time before the edge has timed one
+HELD_PIECES = 256  # wst-sp: level-0 tiles whose overlap data an edge keeps serving (LRU)
 
 
 def default_cache_dir() -> Path:
@@ -130,6 +132,10 @@ class Edge:
         self.current_started = 0.0
         self.parked: LocalTask | None = None  # level-1 task waiting for REUSE data
         self._parked_at = 0.0
+        # wst-sp: overlap data of my level-0 tiles, (frame, src) -> {dest: {layer: array}}, and
+        # the pieces the parked task still waits for from other edges: src -> steal address.
+        self._held: OrderedDict[tuple[int, int], dict[int, dict[int, np.ndarray]]] = OrderedDict()
+        self._fetching: dict[int, str] = {}
         self.asking: float | None = None  # WORK_REQ outstanding since
         self.stealing: tuple[zmq.Socket, str, float] | None = None
         self._victims: dict[str, zmq.Socket] = {}
@@ -211,6 +217,7 @@ class Edge:
         if self.parked is not None:  # its REUSE answer would go to the old socket: ask again later
             self.queue.push_front(self.parked)
             self.parked = None
+            self._fetching = {}
         now = time.monotonic()
         self._hello_at = now
         self._last_gw_rx = now
@@ -258,15 +265,18 @@ class Edge:
             if msg is None:
                 self.stats["dropped"] += 1
                 continue
-            if msg.type != "STEAL_REQ":
+            if msg.type not in ("STEAL_REQ", "PIECES_REQ"):
                 self.stats["dropped"] += 1
-                log.warning("dropped %s on the steal server: only STEAL_REQ is served there", msg.type)
+                log.warning("dropped %s on the steal server: only STEAL_REQ and PIECES_REQ are served there", msg.type)
                 continue
             try:
-                self._on_steal_req(identity, msg)
+                if msg.type == "STEAL_REQ":
+                    self._on_steal_req(identity, msg)
+                else:
+                    self._on_pieces_req(identity, msg)
             except Exception:
                 self.stats["dropped"] += 1
-                log.exception("dropped STEAL_REQ: handling it failed")
+                log.exception("dropped %s: handling it failed", msg.type)
 
     # ------------------------------------------------------------------ gateway messages
     def _on_gateway(self, msg: Message) -> None:
@@ -309,7 +319,7 @@ class Edge:
 
     def _on_welcome(self, msg: Message) -> None:
         spec = msg["model"]
-        if msg["schedule"] not in ("wst", "wst-s", "wsh"):
+        if msg["schedule"] not in SCHEDULES:
             raise ProtocolError(f"gateway: WELCOME with unknown schedule {msg['schedule']!r}")
         if not 0.01 <= msg["hb_interval_s"] <= 60 or not 1 <= msg["hb_liveness"] <= 100:
             raise ProtocolError("gateway: WELCOME heartbeat settings out of range")
@@ -318,7 +328,7 @@ class Edge:
         self.hb_interval_s = float(msg["hb_interval_s"])
         self.hb_liveness = int(msg["hb_liveness"])
         self.link_bytes_per_s = max(1.0, float(msg["link_bytes_per_s"]))
-        self.queue.steal_from_front = self.schedule == "wst-s"
+        self.queue.steal_from_front = self.schedule in REUSE_SCHEDULES
         log.info("joined as edge %d (schedule %s)", self.peer_id, self.schedule)
         if self.workload is not None and spec == self.spec:
             self._become_ready()
@@ -415,14 +425,101 @@ class Edge:
         task = self.parked
         if task is None or (task.frame, task.tile) != (msg["frame"], msg["tile"]):
             raise ProtocolError(f"gateway: REUSE {msg['frame']}/{msg['tile']} nobody asked for")
+        peers = msg["meta"].get("peers")
+        if peers is not None:
+            self._fetch_pieces(task, peers)
+            return
         self.parked = None
         task.extra = list(msg.arrays)
         task.meta["reuse"] = msg["meta"] if msg.arrays else None
+        self._run_unparked(task)
+
+    def _run_unparked(self, task: LocalTask) -> None:
         if self.current is None:
             self._start(task)
         else:  # the worker took other work while we waited: this one runs next
             self.queue.push_front(task)
             self._report_queue()
+
+    # ------------------------------------------------------------------ wst-sp: overlap data peer to peer
+    def _fetch_pieces(self, task: LocalTask, peers: Any) -> None:
+        """REUSE under wst-sp names the edges holding the neighbours' data: take mine from my
+        own store, ask the others' steal servers (PIECES_REQ); the task runs once all answered
+        or after a timeout, with whatever arrived (a missing side is computed: still exact)."""
+        if not isinstance(peers, list):
+            raise ProtocolError("gateway: REUSE meta.peers is not a list")
+        task.extra, task.meta["reuse"] = [], {"pieces": []}
+        self._fetching = {}
+        for entry in peers:
+            if not (isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is int
+                    and isinstance(entry[2], str)):
+                raise ProtocolError(f"gateway: REUSE peer entry {entry!r} is malformed")
+            src, holder, addr = entry
+            if holder == self.peer_id:
+                layers = self._held.get((task.frame, src), {}).get(task.tile)
+                if layers:
+                    self._add_pieces(task, src, sorted(layers), [layers[k] for k in sorted(layers)])
+                continue
+            try:
+                addr = transport.tcp_address(addr)
+            except ClusterError:
+                continue  # that side is computed here
+            self._victim_socket(addr)
+            transport.send(self._victims[addr], make("PIECES_REQ", frame=task.frame, src=src, dest=task.tile))
+            self._fetching[src] = addr
+        self._parked_at = time.monotonic()
+        if not self._fetching:
+            self._pieces_done()
+
+    def _add_pieces(self, task: LocalTask, src: int, layers: list[int], arrays: list[np.ndarray]) -> bool:
+        """Attach one neighbour's pieces after checking them against the plan (bad ones: ignored)."""
+        assert self.workload is not None
+        pairs = [[src, int(layer)] for layer in layers]
+        check = getattr(self.workload, "check_reuse", None)
+        if check is not None:
+            try:
+                check(task.tile, ReuseData(list(arrays), {"pieces": pairs}))
+            except ProtocolError as exc:
+                log.warning("ignored overlap data of tile %d for tile %d: %s", src, task.tile, exc)
+                return False
+        task.extra += list(arrays)
+        task.meta["reuse"]["pieces"] += pairs
+        return True
+
+    def _on_pieces(self, addr: str, msg: Message) -> None:
+        task = self.parked
+        src = msg["src"]
+        if task is None or (task.frame, task.tile) != (msg["frame"], msg["dest"]) or self._fetching.get(src) != addr:
+            return  # late: the task already ran (computing that side itself)
+        del self._fetching[src]
+        layers = msg["meta"].get("layers")
+        if msg.arrays and isinstance(layers, list) and len(layers) == len(msg.arrays) and all(type(v) is int for v in layers):
+            self._add_pieces(task, src, layers, list(msg.arrays))
+        if not self._fetching:
+            self._pieces_done()
+
+    def _pieces_done(self) -> None:
+        task, self.parked = self.parked, None
+        self._fetching = {}
+        assert task is not None
+        if not task.extra:
+            task.meta["reuse"] = None  # nothing arrived: computed in full (the fallback)
+        self._run_unparked(task)
+
+    def _on_pieces_req(self, identity: bytes, msg: Message) -> None:
+        layers = self._held.get((msg["frame"], msg["src"]), {}).get(msg["dest"], {})
+        keys = sorted(layers)
+        reply = make("PIECES", [layers[k] for k in keys], frame=msg["frame"], src=msg["src"], dest=msg["dest"],
+                     meta={"layers": keys})
+        transport.send(self.steal_sock, reply, identity)
+
+    def _hold(self, frame: int, tile: int, pairs: list[list[int]], arrays: list[np.ndarray]) -> None:
+        store: dict[int, dict[int, np.ndarray]] = {}
+        for (dest, layer), arr in zip(pairs, arrays):
+            store.setdefault(int(dest), {})[int(layer)] = arr
+        self._held[(frame, tile)] = store
+        while len(self._held) > HELD_PIECES:
+            self._held.popitem(last=False)
 
     # ------------------------------------------------------------------ stealing
     def _steal_from(self, victim: int, addr: str) -> None:
@@ -433,16 +530,24 @@ class Edge:
             addr = transport.tcp_address(addr)
         except ClusterError:
             raise ProtocolError(f"gateway: VICTIM address {addr!r} is malformed") from None
+        sock = self._victim_socket(addr)
+        transport.send(sock, make("STEAL_REQ", thief=self.peer_id or 0))
+        self.stealing = (sock, addr, time.monotonic())
+        steal_log.info("event=steal_request thief=%s victim=%d addr=%s", self.peer_id, victim, addr)
+
+    def _victim_socket(self, addr: str) -> zmq.Socket:
+        """A DEALER to another edge's steal server (steals and wst-sp pieces), made once."""
         sock = self._victims.get(addr)
         if sock is None:
             sock = transport.client_socket(self._ctx, addr, self.key)
             self._victims[addr] = sock
             self.poller.register(sock, zmq.POLLIN)
-        transport.send(sock, make("STEAL_REQ", thief=self.peer_id or 0))
-        self.stealing = (sock, addr, time.monotonic())
-        steal_log.info("event=steal_request thief=%s victim=%d addr=%s", self.peer_id, victim, addr)
+        return sock
 
     def _on_victim(self, addr: str, msg: Message) -> None:
+        if msg.type == "PIECES":
+            self._on_pieces(addr, msg)
+            return
         if self.stealing is None or self.stealing[1] != addr:
             if msg.type == "TASK":  # a late answer to a steal we gave up on: still ours to run
                 self._on_task(msg, stolen=True)
@@ -537,7 +642,7 @@ class Edge:
     def _needs_reuse_fetch(self, task: LocalTask) -> bool:
         """A WST-S level-1 tile that has not yet asked the gateway's overlap cache."""
         return (
-            self.schedule == "wst-s"
+            self.schedule in REUSE_SCHEDULES
             and self.workload is not None
             and self.workload.supports_reuse
             and task.level == 1
@@ -590,8 +695,16 @@ class Edge:
             self._avg_compute_s = compute_s if self._avg_compute_s is None else 0.8 * self._avg_compute_s + 0.2 * compute_s
             t_send = time.perf_counter()
             meta = dict(out.meta)
+            arrays = out.arrays
+            n_publish = out.n_publish
+            if self.schedule == "wst-sp" and n_publish:
+                # keep the overlap data here and serve it to whoever runs the neighbours
+                n_out = len(arrays) - n_publish
+                self._hold(task.frame, task.tile, list(meta.get("publish", [])), arrays[n_out:])
+                arrays, n_publish = arrays[:n_out], 0
+                meta["held"] = True
             meta.update(
-                n_publish=out.n_publish,
+                n_publish=n_publish,
                 queue_s=max(0.0, self.current_started - task.queued_at),
                 input_bytes=int(task.crop.nbytes + sum(a.nbytes for a in task.extra)),
                 origin=str(task.meta.get("origin", "local")),
@@ -601,7 +714,7 @@ class Edge:
                 self._send_gw(
                     make(
                         "RESULT",
-                        out.arrays,
+                        arrays,
                         frame=task.frame,
                         tile=task.tile,
                         stolen=task.stolen,
@@ -655,7 +768,10 @@ class Edge:
             return
         if now - self._last_gw_tx >= self.hb_interval_s:
             self._send_gw(make("HEARTBEAT"))
-        if self.parked is not None and now - self._parked_at > max(1.0, 4 * self.hb_interval_s):
+        if self.parked is not None and self._fetching and now - self._parked_at > max(0.5, 2 * self.hb_interval_s):
+            log.info("no overlap data from %s in time: computing those sides", sorted(set(self._fetching.values())))
+            self._pieces_done()  # run with the pieces that did arrive
+        elif self.parked is not None and now - self._parked_at > max(1.0, 4 * self.hb_interval_s):
             task, self.parked = self.parked, None  # no REUSE answer: compute it in full (fallback)
             task.meta["reuse"] = None
             self.queue.push_front(task)

@@ -24,6 +24,7 @@ from deepthings.runtime.keys import ClusterKey, start_authenticator
 from deepthings.runtime.protocol import Exact8, Message, make
 from deepthings.runtime.scheduler import (
     GATEWAY,
+    REUSE_SCHEDULES,
     SCHEDULES,
     EventLog,
     FrameBook,
@@ -80,7 +81,8 @@ class Gateway:
         self.config = config
         self.key = key
         self.merge_fn = merge_fn or workload.merge
-        self.reuse = config.schedule == "wst-s" and workload.supports_reuse
+        self.reuse = config.schedule in REUSE_SCHEDULES and workload.supports_reuse
+        self.p2p = self.reuse and config.schedule == "wst-sp"  # overlap data stays on the edges
         self.members = Membership()
         self.victims = VictimList()
         self.book = FrameBook(config.task_timeout_s)
@@ -341,6 +343,15 @@ class Gateway:
         frame, tile = msg["frame"], msg["tile"]
         st = self.book.frames.get(frame)
         data = None
+        if st is not None and 0 <= tile < st.n_tiles and self.p2p:
+            peers = []
+            for src in self.workload.neighbours(tile):
+                holder = self.members.peers.get(st.holders.get(src, -1))
+                if holder is not None and holder.steal_addr:
+                    peers.append([src, holder.peer_id, holder.steal_addr])
+            self.events.add(now, frame, tile, "reuse-peers" if peers else "reuse-miss", peer.peer_id)
+            st.bytes_out += self._send(peer, make("REUSE", [], frame=frame, tile=tile, meta={"peers": peers}))
+            return
         if st is not None and 0 <= tile < st.n_tiles and self.reuse:
             data = self.workload.reuse_for(tile, st.reuse)
         if data is None:
@@ -374,6 +385,8 @@ class Gateway:
         st.bytes_in += nbytes
         if out.n_publish:
             st.reuse[tile] = out
+        elif self.p2p and meta.get("held") is True and self.workload.level(tile) == 0:
+            st.holders[tile] = peer.peer_id
         trace = {
             "tile": tile,
             "device": peer.peer_id,

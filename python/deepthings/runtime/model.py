@@ -11,6 +11,7 @@ from typing import Any
 
 from deepthings.errors import ClusterError
 from deepthings.runtime.gateway import ModelFiles
+from deepthings.runtime.scheduler import REUSE_SCHEDULES
 from deepthings.runtime.workload import FTPWorkload, SyntheticWorkload, Workload
 
 CFG_NAME = "model.cfg"
@@ -75,7 +76,7 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
     from deepthings.darknet import serialize_weights
 
     net = load_network(desc)
-    wl = FTPWorkload(net, grid, fused_layers if fused_layers is not None else _default_fused(net), reuse=schedule == "wst-s")
+    wl = FTPWorkload(net, grid, fused_layers if fused_layers is not None else _default_fused(net), reuse=schedule in REUSE_SCHEDULES)
     files: dict[str, tuple[str, bytes]] = {}
     entries = [
         _entry(CFG_NAME, net.cfg_text.encode(), ["edge", "client"], files),
@@ -86,7 +87,7 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
         "name": net.name,
         "grid": list(wl.grid),
         "fused_layers": wl.fused_layers,
-        "reuse": schedule == "wst-s",
+        "reuse": schedule in REUSE_SCHEDULES,
         "input_shape": list(net.input_shape),
         "files": entries,
     }

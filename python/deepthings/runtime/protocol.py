@@ -49,6 +49,11 @@ MOVED        victim -> gateway: frame, tile, thief; step 2 (confirm): the task l
 REUSE_REQ    edge -> gateway: frame, tile; a level-1 WST-S tile asks for its neighbours'
              overlap data.
 REUSE        gateway -> edge: frame, tile, meta (dict); [overlap arrays] (may be empty: fallback).
+             Under ``wst-sp`` no arrays: meta.peers says which edge holds each neighbour's data.
+PIECES_REQ   edge -> edge (steal server): frame, src, dest; ``wst-sp``: the overlap data level-0
+             tile src computed for level-1 tile dest, from the edge that computed it.
+PIECES       edge -> edge: frame, src, dest, meta {layers: [int, ...]}; [one array per layer]
+             (no arrays: not held any more, the asker computes that side itself).
 RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile outputs...,
              published overlap arrays...].
 DONE         gateway -> submitter: frame, ref, trace (dict), names (list[str]); [outputs...].
@@ -58,9 +63,11 @@ STATUS_REQ   client -> gateway: asks for the cluster's state.
 Open dicts (``meta``, ``model``, ``trace``) are checked by their consumer, not here:
 TASK.meta    origin ("local"|"gateway"), victim (peer id, stolen tasks), reuse (WST-S: the
              REUSE meta of the attached arrays, None = compute in full).
-REUSE.meta   pieces: [[src_tile, layer], ...], one per array.
+REUSE.meta   pieces: [[src_tile, layer], ...], one per array; or (wst-sp) peers:
+             [[src_tile, peer_id, steal_addr], ...].
 RESULT.meta  n_publish (trailing arrays that are WST-S overlap data), publish: [[dest_tile,
-             layer], ...], queue_s, input_bytes, origin, reused.
+             layer], ...], held (wst-sp: the edge keeps the published data and serves it
+             with PIECES; n_publish is then 0), queue_s, input_bytes, origin, reused.
 WELCOME.model  the workload spec: kind ("darknet"|"synthetic"), grid, fused_layers, reuse,
              input_shape, files: [{sha, name, for: [roles], bytes}].
 STATUS       gateway -> client: edges (list of {id, name, source, ready, pending, held,
@@ -181,6 +188,8 @@ SCHEMAS: dict[str, tuple[dict[str, tuple[type, ...]], tuple[int, int], frozenset
     "MOVED": ({"frame": _INT, "tile": _INT, "thief": _INT}, (0, 0), frozenset()),
     "REUSE_REQ": ({"frame": _INT, "tile": _INT}, (0, 0), frozenset()),
     "REUSE": ({"frame": _INT, "tile": _INT, "meta": _DICT}, (0, MAX_ARRAYS), frozenset({"f4"})),
+    "PIECES_REQ": ({"frame": _INT, "src": _INT, "dest": _INT}, (0, 0), frozenset()),
+    "PIECES": ({"frame": _INT, "src": _INT, "dest": _INT, "meta": _DICT}, (0, MAX_ARRAYS), frozenset({"f4"})),
     "RESULT": (
         {"frame": _INT, "tile": _INT, "stolen": _BOOL, "compute_s": _NUM, "meta": _DICT},
         (1, MAX_ARRAYS),

@@ -16,7 +16,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-SCHEDULES = ("wst", "wst-s", "wsh")
+SCHEDULES = ("wst", "wst-s", "wst-sp", "wsh")
+# Schedules with WST-S data reuse: "wst-s" caches the overlap data at the gateway (DeepThings);
+# "wst-sp" leaves it on the edge that computed it, which serves it peer to peer (PIECES).
+REUSE_SCHEDULES = ("wst-s", "wst-sp")
 
 GATEWAY = 0  # holder id meaning "in the gateway's own queue"
 
@@ -266,6 +269,7 @@ class FrameState:
     submitter_identity: bytes = b""
     submitter_name: str = ""  # lets the same device re-attach the frame after a rejoin
     codes: np.ndarray | None = None  # the input's 8-bit codes when it came as q8 (crops go out so)
+    holders: dict[int, int] = field(default_factory=dict)  # wst-sp: level-0 tile -> edge keeping its overlap data
 
     @property
     def complete(self) -> bool:

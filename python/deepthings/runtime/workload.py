@@ -48,6 +48,8 @@ class Workload(Protocol):
 
     def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> "ReuseData | None": ...
 
+    def neighbours(self, tile: int) -> list[int]: ...
+
     def merge(self, results: dict[int, TileOutput]) -> dict[str, np.ndarray]: ...
 
 
@@ -169,6 +171,9 @@ class SyntheticWorkload:
     def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
         return None
 
+    def neighbours(self, tile: int) -> list[int]:
+        return []
+
     def merge(self, results: dict[int, TileOutput]) -> dict[str, np.ndarray]:
         out = np.empty(self.input_shape, np.float32)
         for tile, (r0, c0, r1, c1) in enumerate(self.out_regions):
@@ -271,6 +276,16 @@ class FTPWorkload:
                 raise ProtocolError(f"tile {tile}: reuse piece {src}/{layer} shape {tuple(arr.shape)} != {want}")
             data.setdefault(src, {})[layer] = arr
         return data
+
+    def neighbours(self, tile: int) -> list[int]:
+        """The level-0 tiles whose overlap data a level-1 ``tile`` can reuse (WST-S)."""
+        if self._rp is None or self.level(self._tile(tile).tile_id) != 1:
+            return []
+        return sorted(int(v) for v in self._rp.neighbours(tile).values())
+
+    def check_reuse(self, tile: int, reuse: ReuseData) -> None:
+        """ProtocolError unless ``reuse`` holds pieces the plan says tile's neighbours publish for it."""
+        self._neighbour_data(tile, reuse)
 
     def check_output(self, tile: int, out: TileOutput) -> None:
         t = self._tile(tile)
