@@ -613,6 +613,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
                   f"{s['cpu']} cores).", ""]
     # Paper vs ours.
     wsts = _find(rows, system="ftp", schedule="wst-s", grid=best, devices=kmax, sources=1)
+    wstsp = _find(rows, system="ftp", schedule="wst-sp", grid=best, devices=kmax, sources=1)
     wst = _find(rows, system="ftp", schedule="wst", grid=best, devices=kmax, sources=1)
     wsh = _find(rows, system="ftp", schedule="wsh", grid=best, devices=kmax, sources=1)
     mod = _find(rows, system="modnn", devices=kmax)
@@ -633,6 +634,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         "| metric | paper (Pi 3, WLAN) | this run |",
         "| --- | --- | --- |",
         f"| speedup FTP-WST-S | {PAPER['speedup_6_ftp_wst_s']}x (6 devices) | {_fmt(wsts and wsts['speedup'], unit='x')} |",
+        f"| speedup FTP-WST-SP (ours: overlap data peer to peer) | n/a | {_fmt(wstsp and wstsp['speedup'], unit='x')} |",
         f"| speedup MoDNN | {PAPER['speedup_6_modnn']}x | {_fmt(mod and mod['speedup'], unit='x')} |",
         f"| FTP-WST-S / MoDNN speedup ratio | {PAPER['speedup_6_ftp_wst_s'] / PAPER['speedup_6_modnn']:.2f} | "
         f"{_fmt(wsts and mod and wsts['speedup'] / mod['speedup'])} |",
