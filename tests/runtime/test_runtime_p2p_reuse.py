@@ -122,3 +122,19 @@ def test_the_steal_server_serves_held_pieces(setup):
     full, empty = sent
     assert full["meta"]["layers"] == sorted(p[1] for p in pairs if p[0] == TILE) and len(full.arrays) > 0
     assert empty.arrays == [] and empty["meta"]["layers"] == []
+
+
+def test_held_overlap_data_is_bounded(setup, monkeypatch):
+    import deepthings.runtime.edge as edge_mod
+
+    wl, x, published, want, edge = setup
+    edge._held.clear()
+    edge._held_bytes = 0
+    pairs, arrays = published[4]
+    size = sum(a.nbytes for a in arrays)
+    monkeypatch.setattr(edge_mod, "HELD_BYTES", int(2.5 * size))
+    for frame in range(5):
+        edge._hold(frame, 4, pairs, arrays)
+    assert list(edge._held) == [(3, 4), (4, 4)] and edge._held_bytes == 2 * size  # oldest dropped first
+    edge._hold(4, 4, pairs, arrays)  # held again: replaced, not counted twice
+    assert edge._held_bytes == 2 * size

@@ -35,7 +35,9 @@ log = logging.getLogger("deepthings.runtime.edge")
 steal_log = logging.getLogger("deepthings.runtime.steal")
 
 UNKNOWN_TILE_S = 0.05  # assumed tile compute time before the edge has timed one
-HELD_PIECES = 256  # wst-sp: level-0 tiles whose overlap data an edge keeps serving (LRU)
+# wst-sp: how much overlap data an edge keeps serving, oldest dropped first (a frame's level-1
+# tiles ask within moments; a request for dropped data is answered empty and falls back).
+HELD_BYTES = 48 << 20
 
 
 def default_cache_dir() -> Path:
@@ -135,6 +137,7 @@ class Edge:
         # wst-sp: overlap data of my level-0 tiles, (frame, src) -> {dest: {layer: array}}, and
         # the pieces the parked task still waits for from other edges: src -> steal address.
         self._held: OrderedDict[tuple[int, int], dict[int, dict[int, np.ndarray]]] = OrderedDict()
+        self._held_bytes = 0
         self._fetching: dict[int, str] = {}
         self.asking: float | None = None  # WORK_REQ outstanding since
         self.stealing: tuple[zmq.Socket, str, float] | None = None
@@ -517,9 +520,17 @@ class Edge:
         store: dict[int, dict[int, np.ndarray]] = {}
         for (dest, layer), arr in zip(pairs, arrays):
             store.setdefault(int(dest), {})[int(layer)] = arr
+        old = self._held.pop((frame, tile), None)
+        self._held_bytes -= self._store_bytes(old)
         self._held[(frame, tile)] = store
-        while len(self._held) > HELD_PIECES:
-            self._held.popitem(last=False)
+        self._held_bytes += self._store_bytes(store)
+        while self._held_bytes > HELD_BYTES and len(self._held) > 1:
+            _, dropped = self._held.popitem(last=False)
+            self._held_bytes -= self._store_bytes(dropped)
+
+    @staticmethod
+    def _store_bytes(store: dict[int, dict[int, np.ndarray]] | None) -> int:
+        return sum(a.nbytes for layers in (store or {}).values() for a in layers.values())
 
     # ------------------------------------------------------------------ stealing
     def _steal_from(self, victim: int, addr: str) -> None:
