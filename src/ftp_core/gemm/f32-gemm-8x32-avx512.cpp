@@ -1,6 +1,12 @@
 // AVX-512F 8x32 micro-kernel (16 zmm accumulators, 2 B loads + 8 embedded broadcasts per k).
 // 8 rows divide every power-of-two filter count, so no rows of the M edge are wasted.
+#if defined(DEEPTHINGS_SIMDE_AVX512)
+// Verification build only (tests/kernels/test_kernel_avx512_simde.py): this same source through
+// SIMDe's portable AVX-512, so a CPU without AVX-512 can still check the kernel's logic.
+#include "ftp_core/gemm/simde_avx512.hpp"
+#else
 #include <immintrin.h>
+#endif
 
 #include "ftp_core/gemm/gemm.hpp"
 
