@@ -576,7 +576,8 @@ def _analysis(rows: list[dict], meta: dict, kmax: int, grid: str) -> list[str]:
             f"{r['cpu_s_per_frame'] / cpu_single:.1f}x the single device's {cpu_single:.2f} s"
             + (f" (the cost model's redundancy predicts {1 + red:.2f}x)" if red is not None else "")
             + f"; {r['bytes_per_frame'] / 1e6:.1f} MB crossed the links per frame "
-            f"(input + block output alone: {(4 * c * h * w + _out_bytes(meta)) / 1e6:.1f} MB)."
+            # the frames are 8-bit camera frames: the input crosses as 1 byte per value (q8)
+            f"(the 8-bit input + the block's output alone: {(c * h * w + _out_bytes(meta)) / 1e6:.1f} MB)."
         )
     mod = _find(rows, system="modnn", devices=kmax)
     if mod and mod.get("cpu_s_per_frame"):
@@ -599,7 +600,8 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
     lines = [
         "# DeepThings' experiments on the emulated testbed",
         "",
-        f"YOLOv2 layers 0..{s['fused'] - 1} at {s['size']}x{s['size']} (random weights), "
+        f"YOLOv2 layers 0..{s['fused'] - 1} at {s['size']}x{s['size']} (random weights; the frame is the sample "
+        "photo resized to the input size in 8 bits, as a camera delivers it, so it travels as 8-bit codes), "
         f"devices emulated as network namespaces, each capped at {s['cpu']} cores (cgroup CFS quota), "
         f"links {s['rate'] or 'unshaped'}{' + ' + s['delay'] if s['delay'] else ''} per direction (tc htb"
         f"{'/netem' if s['delay'] or s['loss'] else ''}), gateway "
