@@ -35,6 +35,7 @@ import zmq
 
 from deepthings.baselines.modnn import ModnnPlan, modnn_plan
 from deepthings.errors import ClusterError, ProtocolError
+from deepthings.data import camera_frame
 from deepthings.runtime.protocol import Exact8, exact8
 
 
@@ -253,15 +254,6 @@ class ModnnGateway:
         self.close()
 
 
-def _frame(shape: tuple[int, ...]) -> np.ndarray:
-    """The experiments' camera frame (the sample photo resized in 8 bits), random if not RGB."""
-    from deepthings.data import sample_frame
-
-    if len(shape) == 3 and shape[0] == 3:
-        return sample_frame(shape)  # type: ignore[arg-type]
-    return np.random.default_rng(0).random(shape, dtype=np.float32)
-
-
 def _gate(ready_file: str | None, start_file: str | None, timeout_s: float) -> None:
     """Announce readiness and wait for the go (lets a benchmark change CPU caps in between)."""
     if ready_file:
@@ -300,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with ModnnGateway(args.bind, args.workers, cfg_path=args.cfg, fused=args.fused, weights_path=args.weights,
                       seed=None if args.weights else args.seed, engine=args.engine, threads=args.threads) as gw:
-        x = _frame(gw.net.input_shape)  # the same camera frame as the FTP runs
+        x = camera_frame(gw.net.input_shape)  # the same camera frame as the FTP runs
         _gate(args.ready_file, args.start_file, gw.timeout_s)
         traces = []
         t0 = time.perf_counter()

@@ -66,6 +66,16 @@ def sample_frame(shape: tuple[int, int, int]) -> "np.ndarray":
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
 
 
+def camera_frame(shape: tuple[int, ...]) -> "np.ndarray":
+    """The experiments' frame for an input of ``shape``: :func:`sample_frame` for RGB inputs,
+    else deterministic random data in [0, 1)."""
+    import numpy as np
+
+    if len(shape) == 3 and int(shape[0]) == 3:
+        return sample_frame(tuple(int(v) for v in shape))  # type: ignore[arg-type]
+    return np.random.default_rng(0).random(tuple(int(v) for v in shape), dtype=np.float32)
+
+
 @lru_cache(maxsize=1)
 def default_names() -> tuple[str, ...]:
     """The 80 COCO class names of the default model."""

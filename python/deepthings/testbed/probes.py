@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Sequence
 
-import numpy as np
+from deepthings.data import camera_frame
 
 
 def _load(cfg: str, weights: str | None, seed: int, upto: int):
@@ -27,16 +27,6 @@ def _load(cfg: str, weights: str | None, seed: int, upto: int):
     if weights:
         return deepthings.load_darknet(cfg, weights, upto=upto)
     return deepthings.load_darknet(cfg, random_seed=seed, upto=upto)
-
-
-def _frame(shape: Sequence[int]) -> np.ndarray:
-    """A camera frame at the network's size (the sample photo resized in 8 bits; random data
-    for inputs that are not RGB)."""
-    from deepthings.data import sample_frame
-
-    if len(shape) == 3 and shape[0] == 3:
-        return sample_frame(tuple(shape))  # type: ignore[arg-type]
-    return np.random.default_rng(0).random(tuple(shape), dtype=np.float32)
 
 
 def _gate(ready_file: str | None, start_file: str | None, timeout_s: float = 300.0) -> None:
@@ -62,7 +52,7 @@ def single(args: argparse.Namespace) -> dict:
         except (ImportError, AttributeError):
             pass
     net = _load(args.cfg, args.weights, args.seed, args.fused)
-    x = _frame(net.input_shape)
+    x = camera_frame(net.input_shape)
     _gate(args.ready_file, args.start_file)
     net.forward(x, end=args.fused, engine=args.engine)  # warm-up: first-touch of buffers
     latencies = []
@@ -120,7 +110,7 @@ def ftp_edge(args: argparse.Namespace) -> dict:
     start = Path(args.start_file) if args.start_file else None
 
     def frames():
-        x = _frame(tuple(args.shape))
+        x = camera_frame(tuple(args.shape))
         for i in range(args.frames):
             submitted[i] = time.perf_counter()
             yield i, x
