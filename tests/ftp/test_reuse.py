@@ -153,11 +153,9 @@ def test_partial_or_bad_neighbour_data(dag_net):
         rp.run_level0(1, x)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-@settings(max_examples=30)
-@given(data=st.data(), net_text=random_cfg(max_layers=8))
-def test_random_stacks_with_reuse_and_random_arrivals(engine, data, net_text):
-    """Stitched tiles with reuse == full forward, whatever neighbours each level-1 tile finds."""
+def _draw_case(data, net_text):
+    """A random net, fused depth, grid (up to 4x4) and input; ``pick`` draws which level-0
+    neighbours each level-1 tile finds."""
     text, _ = net_text
     net = network_from_cfg_text(text, random_seed=data.draw(st.integers(0, 999)))
     L = data.draw(st.integers(1, len(net.layers)))
@@ -169,6 +167,16 @@ def test_random_stacks_with_reuse_and_random_arrivals(engine, data, net_text):
 
     def pick(t, nbs):
         return data.draw(st.lists(st.sampled_from(nbs), unique=True) if nbs else st.just([]))
+
+    return net, plan, x, pick
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=30)
+@given(data=st.data(), net_text=random_cfg(max_layers=8))
+def test_random_stacks_with_reuse_and_random_arrivals(engine, data, net_text):
+    """Stitched tiles with reuse == full forward, whatever neighbours each level-1 tile finds."""
+    net, plan, x, pick = _draw_case(data, net_text)
 
     outs = _run_with_reuse(plan, x, engine, pick)
     want = net.forward(x, engine=engine, outputs=list(plan.exports))
@@ -185,17 +193,7 @@ def test_random_stacks_with_reuse_and_random_arrivals(engine, data, net_text):
 def test_winograd_stacks_with_reuse_are_bit_identical(data, net_text):
     """WST-S reduced regions of stacks with Winograd convs: native tiles with reuse (any
     neighbours present) == native full forward, bit for bit."""
-    text, _ = net_text
-    net = network_from_cfg_text(text, random_seed=data.draw(st.integers(0, 999)))
-    L = data.draw(st.integers(1, len(net.layers)))
-    probe = FTP(net, grid=(1, 1), fused_layers=L)
-    n = data.draw(st.integers(1, min(4, *(probe.layer_shape(e)[1] for e in probe.exports))))
-    m = data.draw(st.integers(1, min(4, *(probe.layer_shape(e)[2] for e in probe.exports))))
-    plan = FTP(net, grid=(n, m), fused_layers=L)
-    x = np.random.default_rng(data.draw(st.integers(0, 999))).standard_normal(net.input_shape).astype(np.float32)
-
-    def pick(t, nbs):
-        return data.draw(st.lists(st.sampled_from(nbs), unique=True) if nbs else st.just([]))
+    net, plan, x, pick = _draw_case(data, net_text)
 
     maps = plan.stitch_all(_run_with_reuse(plan, x, "native", pick))
     want = net.forward(x, outputs=list(plan.exports))

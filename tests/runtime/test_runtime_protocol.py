@@ -130,7 +130,8 @@ def test_an_8bit_image_travels_as_codes_and_comes_back_bit_identical(shape, seed
     back = decode(_bytes(encode(make("SUBMIT", [packed], ref=1, keep=False))), "test")
     assert back.arrays[0].dtype == np.float32
     np.testing.assert_array_equal(_bits(back.arrays[0]), _bits(x))
-    np.testing.assert_array_equal(back.codes[0], codes)
+    np.testing.assert_array_equal(back.codes[0].codes, codes)
+    assert back.codes[0].to_float() is back.arrays[0]  # decoded once, shared
     # a crop of the codes is the codes of the crop
     r, c = min(crop[0], shape[1] - 1), min(crop[1], shape[2] - 1)
     sub = packed[:, r:, c:]

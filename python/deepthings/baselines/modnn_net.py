@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any, Sequence
@@ -37,6 +36,7 @@ from deepthings.baselines.modnn import ModnnPlan, modnn_plan
 from deepthings.errors import ClusterError, ProtocolError
 from deepthings.data import camera_frame
 from deepthings.runtime.protocol import Exact8, exact8
+from deepthings.testbed.gate import wait_for_go
 
 
 def _send(sock: zmq.Socket, header: dict, arrays: Sequence[Any] = (), identity: bytes | None = None) -> int:
@@ -254,18 +254,6 @@ class ModnnGateway:
         self.close()
 
 
-def _gate(ready_file: str | None, start_file: str | None, timeout_s: float) -> None:
-    """Announce readiness and wait for the go (lets a benchmark change CPU caps in between)."""
-    if ready_file:
-        open(ready_file, "w").close()
-    if start_file:
-        deadline = time.monotonic() + timeout_s
-        while not os.path.exists(start_file):
-            if time.monotonic() > deadline:
-                raise ClusterError(f"MoDNN: start file {start_file} did not appear within {timeout_s:.0f}s")
-            time.sleep(0.02)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepthings.baselines.modnn_net", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ModnnGateway(args.bind, args.workers, cfg_path=args.cfg, fused=args.fused, weights_path=args.weights,
                       seed=None if args.weights else args.seed, engine=args.engine, threads=args.threads) as gw:
         x = camera_frame(gw.net.input_shape)  # the same camera frame as the FTP runs
-        _gate(args.ready_file, args.start_file, gw.timeout_s)
+        wait_for_go(args.ready_file, args.start_file, gw.timeout_s, "MoDNN")
         traces = []
         t0 = time.perf_counter()
         for _ in range(args.frames):

@@ -301,7 +301,7 @@ class Edge:
         elif not self.ready:
             raise ProtocolError(f"gateway: {t} before the model is loaded")
         elif t == "FRAME":
-            self._on_frame(msg["frame"], Exact8(msg.codes[0]) if 0 in msg.codes else msg.arrays[0])
+            self._on_frame(msg["frame"], msg.codes.get(0, msg.arrays[0]))
         elif t == "ACCEPT":
             self._on_accept(msg)
         elif t == "TASK":
@@ -415,8 +415,8 @@ class Edge:
         meta = msg["meta"]
         if not isinstance(meta.get("origin", ""), str):
             raise ProtocolError("TASK meta.origin must be a string")
-        if 0 in msg.codes:  # kept as it came (a quarter of the memory; its size is what moved)
-            crop = Exact8(msg.codes[0])
+        if 0 in msg.codes:  # kept as it came: its size is what moved, and what moves on if stolen again
+            crop = msg.codes[0]
         task = LocalTask(msg["frame"], tile, self.workload.level(tile), crop, dict(meta), stolen, list(msg.arrays[1:]))
         task.queued_at = time.monotonic()
         if stolen:

@@ -270,7 +270,7 @@ class Gateway:
         st.submitter_identity = peer.identity
         st.submitter_name = peer.name
         if 0 in msg.codes:
-            st.codes = msg.codes[0].copy()
+            st.codes = msg.codes[0].codes.copy()
         st.bytes_in += nbytes
         self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
         self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep))

@@ -103,12 +103,13 @@ class Exact8:
     """A float32 tensor carried as the uint8 codes ``k`` of its values ``k / 255`` (see the
     module docstring). Build one with :func:`exact8`, which refuses anything not exact."""
 
-    __slots__ = ("codes",)
+    __slots__ = ("codes", "_float")
 
     def __init__(self, codes: np.ndarray) -> None:
         if codes.dtype != np.uint8:
             raise ProtocolError(f"Exact8 codes must be uint8, got {codes.dtype}")
         self.codes = codes
+        self._float: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -119,8 +120,10 @@ class Exact8:
         return int(self.codes.nbytes)
 
     def to_float(self) -> np.ndarray:
-        """The float32 tensor, bit-identical to the one :func:`exact8` packed."""
-        return self.codes.astype(np.float32) / _Q8_SCALE
+        """The float32 tensor, bit-identical to the one :func:`exact8` packed (decoded once)."""
+        if self._float is None:
+            self._float = self.codes.astype(np.float32) / _Q8_SCALE
+        return self._float
 
     def __getitem__(self, index: Any) -> "Exact8":
         return Exact8(np.ascontiguousarray(self.codes[index]))
@@ -211,7 +214,7 @@ class Message:
     type: str
     fields: dict[str, Any] = field(default_factory=dict)
     arrays: list[Any] = field(default_factory=list)  # np.ndarray, or Exact8 when sending
-    codes: dict[int, np.ndarray] = field(default_factory=dict)  # received q8 arrays' codes
+    codes: dict[int, "Exact8"] = field(default_factory=dict)  # received q8 arrays, as sent
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -296,7 +299,7 @@ def decode(frames: Sequence[Any], peer: str = "?") -> Message:
     if not amin <= len(specs) <= amax:
         raise ProtocolError(f"peer {peer}: {type_} carries {len(specs)} arrays, expected {amin}..{amax}")
     arrays = []
-    codes: dict[int, np.ndarray] = {}
+    codes: dict[int, Exact8] = {}
     for i, (spec, frame) in enumerate(zip(specs, frames[1:])):
         if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in dtypes and isinstance(spec[1], list)):
             raise ProtocolError(f"peer {peer}: {type_} array {i} has a bad spec {spec!r}")
@@ -312,8 +315,8 @@ def decode(frames: Sequence[Any], peer: str = "?") -> Message:
             )
         arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
         if spec[0] == "q8":
-            codes[i] = arr
-            arr = Exact8(arr).to_float()
+            codes[i] = Exact8(arr)
+            arr = codes[i].to_float()  # decoded once: arrays[i] and codes[i] share it
         arrays.append(arr)
     msg = Message(type_, header, arrays, codes)
     _check_fields(msg, peer)

@@ -19,6 +19,7 @@ import time
 from typing import Sequence
 
 from deepthings.data import camera_frame
+from deepthings.testbed.gate import wait_for_go
 
 
 def _load(cfg: str, weights: str | None, seed: int, upto: int):
@@ -27,20 +28,6 @@ def _load(cfg: str, weights: str | None, seed: int, upto: int):
     if weights:
         return deepthings.load_darknet(cfg, weights, upto=upto)
     return deepthings.load_darknet(cfg, random_seed=seed, upto=upto)
-
-
-def _gate(ready_file: str | None, start_file: str | None, timeout_s: float = 300.0) -> None:
-    """Announce readiness and wait for the go (the driver sets the CPU cap in between)."""
-    import os
-
-    if ready_file:
-        open(ready_file, "w").close()
-    if start_file:
-        deadline = time.monotonic() + timeout_s
-        while not os.path.exists(start_file):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"start file {start_file} did not appear within {timeout_s:.0f}s")
-            time.sleep(0.02)
 
 
 def single(args: argparse.Namespace) -> dict:
@@ -53,7 +40,7 @@ def single(args: argparse.Namespace) -> dict:
             pass
     net = _load(args.cfg, args.weights, args.seed, args.fused)
     x = camera_frame(net.input_shape)
-    _gate(args.ready_file, args.start_file)
+    wait_for_go(args.ready_file, args.start_file)
     net.forward(x, end=args.fused, engine=args.engine)  # warm-up: first-touch of buffers
     latencies = []
     for _ in range(args.frames):

@@ -40,6 +40,27 @@ namespace {
 struct Segment {
   int j0, len, oy, ox0;
 };
+
+// Row k of the im2col matrix is (input channel c, kernel row ky, kernel column kx); panels
+// walk k in order, so the position is stepped instead of divided out every row.
+struct KPos {
+  int c, ky, kx;
+  KPos(const ConvGeom& g, size_t k) {
+    const int kk = g.kh * g.kw, r = (int)(k % kk);
+    c = (int)(k / kk);
+    ky = r / g.kw;
+    kx = r % g.kw;
+  }
+  void next(const ConvGeom& g) {
+    if (++kx == g.kw) {
+      kx = 0;
+      if (++ky == g.kh) {
+        ky = 0;
+        ++c;
+      }
+    }
+  }
+};
 }  // namespace
 
 namespace {
@@ -47,7 +68,6 @@ namespace {
 // General path: a panel may straddle output rows and the map border.
 void pack_panel_im2col_generic(const float* in, const ConvGeom& g, size_t k0, size_t kc, size_t col0,
                                int n, int nr, float* out) {
-  const int kk = g.kh * g.kw;
   Segment segs[64];  // nr <= 64 columns can span at most nr segments
   int nseg = 0;
   for (int j = 0; j < n;) {
@@ -57,33 +77,25 @@ void pack_panel_im2col_generic(const float* in, const ConvGeom& g, size_t k0, si
     segs[nseg++] = {j, len, oy, ox};
     j += len;
   }
-  int c = (int)(k0 / kk), r = (int)(k0 % kk);
-  int ky = r / g.kw, kx = r % g.kw;
-  for (size_t k = 0; k < kc; ++k, out += nr) {
-    const float* plane = in + (size_t)c * g.H * g.W;
+  KPos p(g, k0);
+  for (size_t k = 0; k < kc; ++k, out += nr, p.next(g)) {
+    const float* plane = in + (size_t)p.c * g.H * g.W;
     for (int s = 0; s < nseg; ++s) {
       const Segment& sg = segs[s];
       float* dst = out + sg.j0;
-      const int iy = sg.oy * g.sh - g.top + ky;
+      const int iy = sg.oy * g.sh - g.top + p.ky;
       if (iy < 0 || iy >= g.H) {
         for (int t = 0; t < sg.len; ++t) dst[t] = 0.f;
         continue;
       }
       const float* row = plane + (size_t)iy * g.W;
-      const int ix0 = sg.ox0 * g.sw - g.left + kx;
+      const int ix0 = sg.ox0 * g.sw - g.left + p.kx;
       for (int t = 0; t < sg.len; ++t) {
         const int ix = ix0 + t * g.sw;
         dst[t] = (ix >= 0 && ix < g.W) ? row[ix] : 0.f;
       }
     }
     for (int t = n; t < nr; ++t) out[t] = 0.f;
-    if (++kx == g.kw) {
-      kx = 0;
-      if (++ky == g.kh) {
-        ky = 0;
-        ++c;
-      }
-    }
   }
 }
 
@@ -92,17 +104,15 @@ void pack_panel_im2col_generic(const float* in, const ConvGeom& g, size_t k0, si
 template <int NR>
 void pack_panel_im2col_row(const float* in, const ConvGeom& g, size_t k0, size_t kc, int oy, int ox0,
                            float* out) {
-  const int kk = g.kh * g.kw;
-  int c = (int)(k0 / kk), r = (int)(k0 % kk);
-  int ky = r / g.kw, kx = r % g.kw;
   const int sw = g.sw;
-  for (size_t k = 0; k < kc; ++k, out += NR) {
-    const int iy = oy * g.sh - g.top + ky;
+  KPos p(g, k0);
+  for (size_t k = 0; k < kc; ++k, out += NR, p.next(g)) {
+    const int iy = oy * g.sh - g.top + p.ky;
     if (iy < 0 || iy >= g.H) {
       for (int t = 0; t < NR; ++t) out[t] = 0.f;
     } else {
-      const float* row = in + ((size_t)c * g.H + iy) * g.W;
-      const int ix0 = ox0 * sw - g.left + kx;
+      const float* row = in + ((size_t)p.c * g.H + iy) * g.W;
+      const int ix0 = ox0 * sw - g.left + p.kx;
       if (ix0 >= 0 && ix0 + (NR - 1) * sw < g.W) {
         const float* src = row + ix0;
         if (sw == 1) {
@@ -117,13 +127,6 @@ void pack_panel_im2col_row(const float* in, const ConvGeom& g, size_t k0, size_t
           const int ix = ix0 + t * sw;
           out[t] = (ix >= 0 && ix < g.W) ? row[ix] : 0.f;
         }
-      }
-    }
-    if (++kx == g.kw) {
-      kx = 0;
-      if (++ky == g.kh) {
-        ky = 0;
-        ++c;
       }
     }
   }
