@@ -267,7 +267,7 @@ def test_semantically_wrong_messages_are_ignored(fuzz_cluster):
             make("REUSE_REQ", frame=10**6, tile=-1),
             make("QUEUE", pending=10**6, frames=[1, 2]),
             make("SUBMIT", [np.zeros((3, 4, 4), np.float32)], ref=1, keep=True),
-            make("MODEL_REQ", sha="00" * 32),
+            make("MODEL_REQ", sha="00" * 32, offset=0),
             make("DONE", [], frame=1, ref=1, trace={}, names=[]),
         ]
         for m in bad:

@@ -94,7 +94,7 @@ def test_semantically_wrong_gateway_messages_are_dropped(fake):
         make("TASK", [np.zeros((2, 10, 12), np.float32)], frame=2, tile=0, level=0, meta={"origin": 5}),
         make("FRAME", [np.zeros((2, 4, 4), np.float32)], frame=3),  # wrong frame shape
         make("REUSE", [], frame=9, tile=9, meta={}),  # nobody asked
-        make("MODEL", [np.zeros(4, np.uint8)], sha="ab" * 32, name="x"),  # not requested
+        make("MODEL", [np.zeros(4, np.uint8)], sha="ab" * 32, name="x", offset=0, total=4),  # not requested
         make("ACCEPT", ref=12345, frame=1, keep=True),  # unknown ref
         make("VICTIM", victim=3, addr="not an address"),
         make("STEAL_REQ", thief=1),  # not a gateway message

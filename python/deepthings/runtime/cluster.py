@@ -24,6 +24,7 @@ import zmq
 from deepthings.errors import ClusterError, ProtocolError
 from deepthings.runtime import transport
 from deepthings.runtime.edge import EdgeConfig
+from deepthings.runtime.filetransfer import FileDownload
 from deepthings.runtime.gateway import Gateway, GatewayConfig
 from deepthings.runtime.keys import ClusterKey
 from deepthings.runtime.protocol import Message, exact8, make
@@ -175,13 +176,19 @@ class _Client:
         return msg
 
     def fetch_file(self, sha: str, timeout_s: float) -> bytes:
-        self._send(make("MODEL_REQ", sha=sha))
+        """One model file from the gateway, chunk by chunk; `timeout_s` bounds each chunk."""
+        download = FileDownload(sha, sha[:16], peer=f"gateway {self.address}")
+        self._send(download.request())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msg = self._recv(0.1)
             if msg is not None and msg.type == "MODEL" and msg["sha"] == sha:
-                return msg.arrays[0].tobytes()
-            if msg is not None:
+                data = download.add(msg)
+                if data is not None:
+                    return data
+                self._send(download.request())
+                deadline = time.monotonic() + timeout_s
+            elif msg is not None:
                 self._handle(msg)
         raise ClusterError(f"gateway {self.address} did not send model file {sha[:16]}")
 

@@ -26,6 +26,7 @@ import zmq
 
 from deepthings.errors import ClusterError, ProtocolError
 from deepthings.runtime import transport
+from deepthings.runtime.filetransfer import FileDownload
 from deepthings.runtime.keys import ClusterKey, start_authenticator
 from deepthings.runtime.protocol import Exact8, Message, as_float, exact8, make
 from deepthings.runtime.scheduler import REUSE_SCHEDULES, SCHEDULES, LocalQueue, LocalTask, steal_pays
@@ -129,6 +130,7 @@ class Edge:
         self.ready = False
         self._missing: list[dict[str, Any]] = []
         self._have: dict[str, Path] = {}
+        self._download: FileDownload | None = None
         self.queue = LocalQueue(steal_from_front=True)
         self.current: LocalTask | None = None
         self.current_started = 0.0
@@ -343,7 +345,9 @@ class Edge:
 
     def _request_next_file(self) -> None:
         if self._missing:
-            self._send_gw(make("MODEL_REQ", sha=self._missing[0]["sha"]))
+            entry = self._missing[0]
+            self._download = FileDownload(entry["sha"], entry["name"], entry.get("bytes"))
+            self._send_gw(self._download.request())
             return
         assert self.spec is not None
         try:
@@ -354,11 +358,17 @@ class Edge:
         self._become_ready()
 
     def _on_model(self, msg: Message) -> None:
-        if not self._missing or msg["sha"] != self._missing[0]["sha"]:
+        if not self._missing or self._download is None:
             raise ProtocolError(f"gateway: unexpected MODEL {msg['sha'][:16]}")
-        data = msg.arrays[0].tobytes()
-        if hashlib.sha256(data).hexdigest() != msg["sha"]:
-            raise ProtocolError(f"gateway: MODEL {self._missing[0]['name']} fails its SHA-256 check")
+        try:
+            data = self._download.add(msg)
+        except ProtocolError:
+            self._download = None  # a bad chunk: start that file again on the next WELCOME
+            raise
+        if data is None:
+            self._send_gw(self._download.request())
+            return
+        self._download = None
         entry = self._missing.pop(0)
         path = cached_file(self.config.cache_dir, entry["sha"], entry["name"])
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -20,6 +20,7 @@ import zmq
 
 from deepthings.errors import ClusterError, ProtocolError
 from deepthings.runtime import transport
+from deepthings.runtime.filetransfer import model_chunk
 from deepthings.runtime.keys import ClusterKey, start_authenticator
 from deepthings.runtime.protocol import Exact8, Message, make
 from deepthings.runtime.scheduler import (
@@ -93,6 +94,7 @@ class Gateway:
         # When the link to each peer will have drained what we sent it (at link_bytes_per_s): a
         # peer's own messages queue behind that traffic, so its silence counts only from then.
         self._drained_at: dict[int, float] = {}
+        self._uplink_free_at = 0.0
         self._source_rr = 0
         self._stop = threading.Event()
         self._ctx = zmq.Context()
@@ -174,8 +176,10 @@ class Gateway:
             now = time.monotonic()
             self._last_sent[peer.peer_id] = now
             if n > 65536:  # only bulk data (frames, tasks, model files) can delay a peer noticeably
-                start = max(now, self._drained_at.get(peer.peer_id, 0.0))
-                self._drained_at[peer.peer_id] = start + n / self.config.link_bytes_per_s
+                # One uplink carries what we send to every peer: a peer's data drains after
+                # everything queued before it, whoever it was for.
+                self._uplink_free_at = max(now, self._uplink_free_at) + n / self.config.link_bytes_per_s
+                self._drained_at[peer.peer_id] = self._uplink_free_at
         return n
 
     # ------------------------------------------------------------------ handlers
@@ -219,7 +223,8 @@ class Gateway:
         if entry is None:
             raise ProtocolError(f"peer {peer.peer_id}: MODEL_REQ for unknown file {msg['sha'][:16]}")
         name, data = entry
-        self._send(peer, make("MODEL", [np.frombuffer(data, np.uint8)], sha=msg["sha"], name=name))
+        self._send(peer, model_chunk(msg["sha"], name, data, msg["offset"], str(peer.peer_id)))
+        log.debug("MODEL %s [%d:] of %d bytes to peer %d", name, msg["offset"], len(data), peer.peer_id)
 
     def _on_ready(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         if peer.role != "edge":

@@ -24,8 +24,9 @@ HELLO        peer -> gateway: role ("edge"|"client"), name, source (bool), steal
              an edge or client introduces itself (again after a reconnect).
 WELCOME      gateway -> peer: peer_id, model (dict: cfg_sha, weights_sha, workload spec),
              schedule, hb_interval_s, hb_liveness, link_bytes_per_s (for cost-aware stealing).
-MODEL_REQ    edge -> gateway: sha; asks for a model file the edge has not cached.
-MODEL        gateway -> edge: sha, name; [uint8 file bytes].
+MODEL_REQ    edge/client -> gateway: sha, offset; asks for the chunk of a model file the peer
+             has not cached that starts at byte `offset` (one chunk at a time: runtime/filetransfer.py).
+MODEL        gateway -> edge/client: sha, name, offset, total (file bytes); [uint8 chunk bytes].
 READY        edge -> gateway: the model is loaded, the edge may receive work.
 HEARTBEAT    both ways: nothing; liveness only (Paranoid Pirate).
 BYE          peer -> gateway: leaving cleanly.
@@ -86,7 +87,7 @@ import numpy as np
 
 from deepthings.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: model files in chunks (MODEL_REQ.offset, MODEL.offset/total)
 
 # Hard limits a malformed or hostile message cannot exceed.
 MAX_HEADER_BYTES = 1 << 20
@@ -174,8 +175,8 @@ SCHEMAS: dict[str, tuple[dict[str, tuple[type, ...]], tuple[int, int], frozenset
         (0, 0),
         frozenset(),
     ),
-    "MODEL_REQ": ({"sha": _STR}, (0, 0), frozenset()),
-    "MODEL": ({"sha": _STR, "name": _STR}, (1, 1), frozenset({"u1"})),
+    "MODEL_REQ": ({"sha": _STR, "offset": _INT}, (0, 0), frozenset()),
+    "MODEL": ({"sha": _STR, "name": _STR, "offset": _INT, "total": _INT}, (1, 1), frozenset({"u1"})),
     "READY": ({}, (0, 0), frozenset()),
     "HEARTBEAT": ({}, (0, 0), frozenset()),
     "BYE": ({}, (0, 0), frozenset()),
