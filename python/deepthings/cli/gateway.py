@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weights", metavar="W", help=".weights for --model CFG (default: random weights, seed 0)")
     p.add_argument("--bind", default="0.0.0.0:5555", metavar="HOST:PORT", help="where edges and clients connect (0.0.0.0:5555)")
     p.add_argument("--grid", type=parse_grid, default=(5, 5), metavar="NxM", help="FTP grid (default 5x5)")
+    p.add_argument("--balance", type=int, default=0, metavar="K",
+                   help="uneven grid: cell boundaries balanced so that K edges finish their tiles together")
     p.add_argument("--fused", type=int, default=None, metavar="L", help="fuse the first L layers (default: up to 16)")
     p.add_argument("--schedule", default="wst-s", choices=list(SCHEDULES), help="scheduling (default wst-s)")
     p.add_argument("--hb-interval", type=float, default=0.5, metavar="S", help="heartbeat interval in seconds (0.5)")
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         task_timeout_s=args.task_timeout,
         link_bytes_per_s=args.link_mbps * 1e6 / 8,
         expect_edges=args.expect_edges,
+        balance=args.balance,
     )
 
     def ready(endpoint: str) -> None:

@@ -66,6 +66,21 @@ def _resolve_engine(engine: Any) -> Any:
     return get_engine(engine)
 
 
+def _check_cuts(cuts: Any, n: int, m: int, h: int, w: int, L: int) -> tuple[list[int], list[int]]:
+    """Validated explicit cell boundaries: n+1 rows from 0 to h, m+1 columns from 0 to w."""
+    try:
+        rows, cols = ([int(v) for v in part] for part in cuts)
+    except (TypeError, ValueError):
+        raise PlanError(f"cuts must be (row boundaries, column boundaries), got {cuts!r}") from None
+    for name, b, parts, size in (("row", rows, n, h), ("column", cols, m, w)):
+        if len(b) != parts + 1 or b[0] != 0 or b[-1] != size or any(x >= y for x, y in zip(b, b[1:])):
+            raise PlanError(
+                f"{name} cuts {b} must be {parts + 1} strictly increasing boundaries from 0 to {size} "
+                f"(the output of layer {L - 1} is {h}x{w})"
+            )
+    return rows, cols
+
+
 class FTP:
     """Fused Tile Partitioning plan of the first ``fused_layers`` layers of ``network``.
 
@@ -78,6 +93,10 @@ class FTP:
     global rows/columns (zero padding, not more input), so that with the native engine's
     Winograd F(2x2,3x3) stitched tiles are bit-identical to ``net.forward``; off, tiles produce
     exactly their regions (slightly fewer FLOPs, results within rounding).
+
+    ``cuts=(rows, cols)`` places the cell boundaries on layer L-1's output explicitly (n+1 and
+    m+1 increasing values from 0 to H and W) instead of splitting it evenly; ``ftp.balance``
+    chooses them so that tiles on the border, which need less overlap, get more rows.
     """
 
     def __init__(
@@ -87,6 +106,7 @@ class FTP:
         fused_layers: int | None = None,
         *,
         winograd_align: bool = True,
+        cuts: "tuple[Sequence[int], Sequence[int]] | None" = None,
     ) -> None:
         self.net = network
         self.winograd_align = bool(winograd_align)
@@ -140,16 +160,37 @@ class FTP:
                     + (" (exported: read after the fused block)" if e != L - 1 else "")
                 )
 
+        _, H, W = shapes[L - 1]
+        if cuts is None:
+            row_cuts = [c.region_balanced_range(H, n, r)[0] for r in range(n)] + [H]
+            col_cuts = [c.region_balanced_range(W, m, k)[0] for k in range(m)] + [W]
+        else:
+            row_cuts, col_cuts = _check_cuts(cuts, n, m, H, W, L)
+        # Stored only when given, so that default plans keep their fingerprint.
+        self.cuts: tuple[tuple[int, ...], tuple[int, ...]] | None = (
+            None if cuts is None else (tuple(row_cuts), tuple(col_cuts))
+        )
+        # Cell boundaries of every export: the cuts of layer L-1 scaled to its size.
+        bounds = {}
+        for e in self.exports:
+            _, eh, ew = shapes[e]
+            rb = [b * eh // H for b in row_cuts]
+            cb = [b * ew // W for b in col_cuts]
+            if any(a >= b for a, b in zip(rb, rb[1:])) or any(a >= b for a, b in zip(cb, cb[1:])):
+                raise PlanError(
+                    f"cuts {self.cuts} leave an empty cell in the {eh}x{ew} output of exported layer {e} "
+                    f"[{layers[e].type}]"
+                )
+            bounds[e] = (rb, cb)
+
         tiles = []
         for r in range(n):
             for col in range(m):
                 seeds = []
                 export_regions = {}
                 for e in self.exports:
-                    _, eh, ew = shapes[e]
-                    rows = c.region_balanced_range(eh, n, r)
-                    cols = c.region_balanced_range(ew, m, col)
-                    cell = Region(rows[0], cols[0], rows[1], cols[1])
+                    rb, cb = bounds[e]
+                    cell = Region(rb[r], cb[col], rb[r + 1], cb[col + 1])
                     export_regions[e] = cell
                     seeds.append((e, cell.as_tuple()))
                 try:
@@ -222,6 +263,8 @@ class FTP:
         h.update(repr((self.grid, self.fused_layers, self.input_shape)).encode())
         if not self.winograd_align:  # other regions: another plan (default keys unchanged)
             h.update(b"no-winograd-align")
+        if getattr(self, "cuts", None) is not None:
+            h.update(repr(self.cuts).encode())
         for layer in self.block:
             h.update(repr((layer.type, tuple(layer.inputs), tuple(layer.out_shape), layer.spatial)).encode())
         return h.hexdigest()[:16]
@@ -248,7 +291,8 @@ class FTP:
 
     def __repr__(self) -> str:
         n, m = self.grid
-        return f"<FTP {n}x{m} fused_layers={self.fused_layers} exports={list(self.exports)}>"
+        cuts = f" cuts={self.cuts}" if getattr(self, "cuts", None) is not None else ""
+        return f"<FTP {n}x{m} fused_layers={self.fused_layers} exports={list(self.exports)}{cuts}>"
 
     # ----- execution -----------------------------------------------------------------------
     def crop_input(self, tile_id: int, x: np.ndarray) -> np.ndarray:

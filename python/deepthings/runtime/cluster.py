@@ -40,7 +40,7 @@ def run_gateway(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int |
     """Load the model, bind, report the endpoint through ``ready(endpoint)``, serve until stopped."""
     from deepthings.runtime.model import prepare
 
-    workload, files = prepare(desc, grid, fused_layers, config.schedule)
+    workload, files = prepare(desc, grid, fused_layers, config.schedule, balance=config.balance)
     gw = Gateway(workload, files, config, key)
     if ready is not None:
         ready(gw.endpoint)
@@ -291,6 +291,8 @@ class Cluster:
     processes on 127.0.0.1, each capped at ``threads_per_edge`` native threads; the first
     ``sources`` edges are data sources (they partition frames into their local queues; the
     others steal). Traffic is CURVE-encrypted with a throwaway key unless ``secure=False``.
+    ``balance=True`` (or a device count) makes the grid uneven so that the edges finish their
+    tiles together (``deepthings.ftp.balance``).
     """
 
     def __init__(
@@ -301,6 +303,7 @@ class Cluster:
         fused_layers: int | None = 16,
         schedule: str = "wst-s",
         *,
+        balance: bool | int = False,
         weights: str | os.PathLike[str] | None = None,
         random_seed: int | None = None,
         sources: int = 1,
@@ -342,6 +345,8 @@ class Cluster:
             hb_liveness=hb_liveness,
             task_timeout_s=task_timeout_s,
             link_bytes_per_s=link_bytes_per_s,
+            # True: balance the grid's cuts for the edges this cluster starts.
+            balance=(max(1, edges) if balance is True else int(balance or 0)),
         )
         self._own_cache = cache_dir is None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None

@@ -146,6 +146,8 @@ class Edge:
         self._victims: dict[str, zmq.Socket] = {}
         self._backoff_until = 0.0
         self._backoff_s = 0.0
+        self._empty_victim: int | None = None  # told the gateway with the next WORK_REQ
+        self._stealing_from: int | None = None
         self._last_gw_rx = 0.0
         self._last_gw_tx = 0.0
         self._hello_at = 0.0
@@ -402,6 +404,7 @@ class Edge:
         if tag is None:
             raise ProtocolError(f"gateway: ACCEPT for unknown ref {msg['ref']}")
         x = tag[1]
+        log.debug("ACCEPT ref %d -> frame %d", msg["ref"], msg["frame"])
         if msg["keep"]:
             self._on_frame(msg["frame"], x)
         self._inflight[msg["ref"]] = (tag[0], x, msg["frame"])
@@ -554,6 +557,7 @@ class Edge:
         sock = self._victim_socket(addr)
         transport.send(sock, make("STEAL_REQ", thief=self.peer_id or 0))
         self.stealing = (sock, addr, time.monotonic())
+        self._stealing_from = victim
         steal_log.info("event=steal_request thief=%s victim=%d addr=%s", self.peer_id, victim, addr)
 
     def _victim_socket(self, addr: str) -> zmq.Socket:
@@ -579,7 +583,10 @@ class Edge:
             self._on_task(msg, stolen=True)
             steal_log.info("event=stolen thief=%s frame=%d tile=%d", self.peer_id, msg["frame"], msg["tile"])
         elif msg.type == "NO_WORK":
-            self._back_off()
+            # The gateway's view of that victim's queue is stale: say so with the next WORK_REQ,
+            # which the gateway then holds until some edge reports work (no back-off needed, so
+            # a new frame's first tiles are not missed by a thief that is sleeping).
+            self._empty_victim = self._stealing_from
         else:
             raise ProtocolError(f"victim {addr}: {msg.type} is not an answer to STEAL_REQ")
 
@@ -644,7 +651,7 @@ class Edge:
                 self._start(task)
             elif self.asking is None and self.stealing is None and now >= self._backoff_until:
                 self.asking = now
-                self._send_gw(make("WORK_REQ"))
+                self._send_gw(self._work_req())
                 return
         elif self.current is None:
             # A level-1 tile waits for its neighbours' data: keep the worker busy meanwhile with
@@ -658,7 +665,14 @@ class Edge:
         busy = self.current is not None or self.parked is not None
         if busy and self.schedule == "wsh" and not len(self.queue) and self.asking is None and now >= self._backoff_until:
             self.asking = now
-            self._send_gw(make("WORK_REQ"))
+            self._send_gw(self._work_req())
+
+    def _work_req(self) -> Message:
+        if self._empty_victim is None:
+            return make("WORK_REQ")
+        msg = make("WORK_REQ", empty=self._empty_victim)
+        self._empty_victim = None
+        return msg
 
     def _needs_reuse_fetch(self, task: LocalTask) -> bool:
         """A WST-S level-1 tile that has not yet asked the gateway's overlap cache."""
@@ -680,6 +694,7 @@ class Edge:
             return
         self.current = task
         self.current_started = time.monotonic()
+        log.debug("start tile %d of frame %d (level %d)", task.tile, task.frame, task.level)
         self._work_in.put(task)
 
     def _work_loop(self) -> None:
@@ -773,6 +788,7 @@ class Edge:
             self._refs += 1
             self._inflight[self._refs] = (tag, x, None)
             self._send_gw(make("SUBMIT", [x], ref=self._refs, keep=True))
+            log.debug("SUBMIT ref %d", self._refs)
 
     # ------------------------------------------------------------------ liveness
     def _tick(self, now: float) -> None:

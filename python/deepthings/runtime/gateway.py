@@ -54,6 +54,11 @@ class GatewayConfig:
     link_bytes_per_s: float = 12.5e6  # for cost-aware stealing: 100 Mbit/s unless told
     max_frames_in_flight: int = 64
     expect_edges: int = 0  # announce when this many edges are ready (DeepThings' -total_edge)
+    balance: int = 0  # >0: uneven grid cuts balanced for this many devices (ftp.balance)
+    # A level-1 tile's REUSE_REQ waits (at most this long, or about one level-0 tile's compute
+    # time when that is known and shorter) for neighbours still being computed: recomputing
+    # their overlap costs the asker about as much as waiting would, and delays the frame.
+    reuse_wait_s: float = 0.5  # below the edge's own give-up time (max(1 s, 4 heartbeats))
 
 
 @dataclass
@@ -90,6 +95,9 @@ class Gateway:
         self.gqueue = GatewayQueue()
         self.events = EventLog()
         self.waiting: dict[int, float] = {}  # idle edges waiting for work, in arrival order
+        # REUSE_REQs waiting for neighbours' data: (deadline, peer id, frame, tile)
+        self._reuse_waits: list[tuple[float, int, int, int]] = []
+        self._l0_compute_s: float | None = None  # running mean of level-0 tiles' compute time
         self._last_sent: dict[int, float] = {}
         # When the link to each peer will have drained what we sent it (at link_bytes_per_s): a
         # peer's own messages queue behind that traffic, so its silence counts only from then.
@@ -123,7 +131,11 @@ class Gateway:
         log.info("gateway listening on %s (schedule %s, curve %s)", self.endpoint, self.config.schedule, self.key is not None)
         try:
             while not self._stop.is_set() and not (stop_event is not None and stop_event.is_set()):
-                events = dict(poller.poll(timeout=int(self.config.hb_interval_s * 500)))
+                wait_ms = self.config.hb_interval_s * 500
+                if self._reuse_waits:
+                    first = min(w[0] for w in self._reuse_waits)
+                    wait_ms = min(wait_ms, max(0.0, (first - time.monotonic()) * 1000) + 1)
+                events = dict(poller.poll(timeout=int(wait_ms)))
                 now = time.monotonic()
                 if self.sock in events:
                     for _ in range(256):  # drain, but let the tick run under heavy traffic
@@ -152,6 +164,8 @@ class Gateway:
                         self._deliver_merged()
                     except Exception:  # never lose the gateway to one frame's bookkeeping
                         log.exception("delivering a merged frame failed")
+                if self._reuse_waits:
+                    self._answer_reuse_waits(time.monotonic())
                 if now >= next_tick:
                     try:
                         self._tick(now)
@@ -329,6 +343,10 @@ class Gateway:
     def _on_work_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         if peer.role != "edge" or not peer.ready:
             raise ProtocolError(f"peer {peer.peer_id}: WORK_REQ before READY")
+        empty = msg.fields.get("empty")
+        if type(empty) is int and empty in self.victims and empty != peer.peer_id:
+            # That victim answered NO_WORK: off the list until its next QUEUE report.
+            self.victims.update(empty, 0)
         self.waiting.setdefault(peer.peer_id, now)
         self._dispatch(now)
 
@@ -346,6 +364,41 @@ class Gateway:
 
     def _on_reuse_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         frame, tile = msg["frame"], msg["tile"]
+        st = self.book.frames.get(frame)
+        if st is not None and 0 <= tile < st.n_tiles and self._missing_neighbours(st, tile):
+            wait = self.config.reuse_wait_s
+            if self._l0_compute_s is not None:
+                wait = min(wait, self._l0_compute_s)
+            if wait > 0:
+                self._reuse_waits.append((now + wait, peer.peer_id, frame, tile))
+                self.events.add(now, frame, tile, "reuse-wait", peer.peer_id)
+                return
+        self._answer_reuse(peer, frame, tile, now)
+
+    def _missing_neighbours(self, st: Any, tile: int) -> list[int]:
+        """Level-0 neighbours of a tile whose overlap data is not at hand yet (none if the
+        schedule does not reuse)."""
+        if not self.reuse:
+            return []
+        have = st.holders if self.p2p else st.reuse
+        return [src for src in self.workload.neighbours(tile) if src not in have]
+
+    def _answer_reuse_waits(self, now: float) -> None:
+        """Answer the waiting REUSE_REQs whose neighbours are all in, or whose time is up."""
+        keep = []
+        for entry in self._reuse_waits:
+            deadline, peer_id, frame, tile = entry
+            st = self.book.frames.get(frame)
+            peer = self.members.peers.get(peer_id)
+            if st is None or peer is None:
+                continue  # frame answered or asker gone: nobody waits for this any more
+            if now >= deadline or not self._missing_neighbours(st, tile):
+                self._answer_reuse(peer, frame, tile, now)
+            else:
+                keep.append(entry)
+        self._reuse_waits = keep
+
+    def _answer_reuse(self, peer: Peer, frame: int, tile: int, now: float) -> None:
         st = self.book.frames.get(frame)
         data = None
         if st is not None and 0 <= tile < st.n_tiles and self.p2p:
@@ -392,6 +445,11 @@ class Gateway:
             st.reuse[tile] = out
         elif self.p2p and meta.get("held") is True and self.workload.level(tile) == 0:
             st.holders[tile] = peer.peer_id
+        if self.workload.level(tile) == 0:
+            c = float(msg["compute_s"])
+            self._l0_compute_s = c if self._l0_compute_s is None else 0.7 * self._l0_compute_s + 0.3 * c
+        if self._reuse_waits:
+            self._answer_reuse_waits(now)
         trace = {
             "tile": tile,
             "device": peer.peer_id,

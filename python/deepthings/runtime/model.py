@@ -68,15 +68,26 @@ def _entry(name: str, data: bytes, roles: list[str], files: dict[str, tuple[str,
     return {"sha": sha, "name": name, "for": roles, "bytes": len(data)}
 
 
-def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | None, schedule: str) -> tuple[Workload, ModelFiles]:
-    """Gateway side: its own workload and the files + spec it ships to edges and clients."""
+def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | None, schedule: str,
+            balance: int = 0) -> tuple[Workload, ModelFiles]:
+    """Gateway side: its own workload and the files + spec it ships to edges and clients.
+
+    ``balance=K`` (K >= 1) places the grid's cell boundaries so that K equal devices finish
+    their tiles together (``deepthings.ftp.balance``); the cuts travel in the spec."""
     if desc.get("kind") == "synthetic":
         wl = SyntheticWorkload(tuple(desc["shape"]), tuple(grid), desc.get("passes", 2), desc.get("compute_s", 0.0))
         return wl, ModelFiles(wl.spec())
     from deepthings.darknet import serialize_weights
 
     net = load_network(desc)
-    wl = FTPWorkload(net, grid, fused_layers if fused_layers is not None else _default_fused(net), reuse=schedule in REUSE_SCHEDULES)
+    L = fused_layers if fused_layers is not None else _default_fused(net)
+    reuse = schedule in REUSE_SCHEDULES
+    cuts = None
+    if balance:
+        from deepthings.ftp.balance import balanced_cuts
+
+        cuts = balanced_cuts(net, grid, L, int(balance), reuse=reuse)
+    wl = FTPWorkload(net, grid, L, reuse=reuse, cuts=cuts)
     files: dict[str, tuple[str, bytes]] = {}
     entries = [
         _entry(CFG_NAME, net.cfg_text.encode(), ["edge", "client"], files),
@@ -88,6 +99,7 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
         "grid": list(wl.grid),
         "fused_layers": wl.fused_layers,
         "reuse": schedule in REUSE_SCHEDULES,
+        "cuts": None if wl.plan.cuts is None else [list(b) for b in wl.plan.cuts],
         "input_shape": list(net.input_shape),
         "files": entries,
     }
@@ -120,4 +132,4 @@ def build_workload(spec: dict[str, Any], files: dict[str, Path]) -> Workload:
     net = network_from_cfg_text(
         files[CFG_NAME].read_text(), weights=files[BLOCK_WEIGHTS_NAME].read_bytes(), upto=L, name=spec.get("name", CFG_NAME)
     )
-    return FTPWorkload(net, tuple(spec["grid"]), L, reuse=bool(spec.get("reuse")))
+    return FTPWorkload(net, tuple(spec["grid"]), L, reuse=bool(spec.get("reuse")), cuts=spec.get("cuts"))

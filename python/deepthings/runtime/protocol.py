@@ -39,7 +39,9 @@ ACCEPT       gateway -> submitter: ref, frame, keep (the submitting source edge 
 FRAME        gateway -> data-source edge: frame; [input]; partition it into the local queue.
 QUEUE        edge -> gateway: pending (int), frames (list[int]); what the edge's queue holds,
              sent when it changes; the gateway's victim list is built from it.
-WORK_REQ     edge -> gateway: the edge is idle and wants a task (or a victim to steal from).
+WORK_REQ     edge -> gateway: the edge is idle and wants a task (or a victim to steal from);
+             optional empty (the victim that just answered NO_WORK: the gateway's view of
+             its queue is stale until it reports QUEUE again).
 TASK         gateway -> edge, or victim -> thief: frame, tile, level, meta (dict);
              [tile input crop, *reuse arrays].
 VICTIM       gateway -> edge: victim (peer id), addr (str); steal from there.
@@ -69,7 +71,8 @@ REUSE.meta   pieces: [[src_tile, layer], ...], one per array; or (wst-sp) peers:
 RESULT.meta  n_publish (trailing arrays that are WST-S overlap data), publish: [[dest_tile,
              layer], ...], held (wst-sp: the edge keeps the published data and serves it
              with PIECES; n_publish is then 0), queue_s, input_bytes, origin, reused.
-WELCOME.model  the workload spec: kind ("darknet"|"synthetic"), grid, fused_layers, reuse,
+WELCOME.model  the workload spec: kind ("darknet"|"synthetic"), grid, cuts (null or [row
+             boundaries, column boundaries] of an uneven grid), fused_layers, reuse,
              input_shape, files: [{sha, name, for: [roles], bytes}].
 STATUS       gateway -> client: edges (list of {id, name, source, ready, pending, held,
              steal_addr}), stats (dict),

@@ -197,11 +197,12 @@ class FTPWorkload:
     ``merge`` stitches and runs the remaining layers, returning ``{"layer<i>": array}`` for the
     head layers and the last layer."""
 
-    def __init__(self, net: Any, grid: tuple[int, int], fused_layers: int, reuse: bool = False, engine: Any = None):
+    def __init__(self, net: Any, grid: tuple[int, int], fused_layers: int, reuse: bool = False, engine: Any = None,
+                 cuts: Any = None):
         from deepthings.ftp import FTP
 
         self.net = net
-        self.plan = FTP(net, grid=tuple(grid), fused_layers=int(fused_layers))
+        self.plan = FTP(net, grid=tuple(grid), fused_layers=int(fused_layers), cuts=cuts)
         self.grid = tuple(self.plan.grid)
         self.fused_layers = int(self.plan.fused_layers)
         self.engine = engine

@@ -55,7 +55,8 @@ class Settings:
     fused: int = 16
     devices: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     schedules: list[str] = field(default_factory=lambda: ["wst", "wst-s", "wst-sp", "wsh"])
-    grids: list[tuple[int, int]] = field(default_factory=lambda: [(3, 3), (4, 4), (5, 5)])
+    # (n, m) or (n, m, 1): cuts balanced for the run's device count (label "NxMb")
+    grids: list[tuple[int, ...]] = field(default_factory=lambda: [(3, 3), (4, 4), (5, 5)])
     sources: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     frames: int = 3  # timed frames per run (after one warm-up frame)
     frames_per_source: int = 2
@@ -255,6 +256,7 @@ def run_ftp(settings: Settings, cfg: Path, weights: Path, k: int, schedule: str,
         tb.spawn("gw", [py, "-m", "deepthings.testbed.probes", "ftp-gateway", "--bind", addr,
                              "--cfg", str(cfg), "--weights", str(weights), "--fused", str(settings.fused),
                              "--grid", f"{grid[0]}x{grid[1]}", "--schedule", schedule,
+                             "--balance", str(k if _balanced(grid) else 0),
                              "--link-bytes-per-s", str((rate or 8e9) / 8)],
                       env=env, stdout=subprocess.DEVNULL, stderr=gw_log)
         c, h, w = 3, settings.size, settings.size
@@ -296,8 +298,14 @@ def run_ftp(settings: Settings, cfg: Path, weights: Path, k: int, schedule: str,
             if procs[i].returncode != 0:
                 raise EmulationError(f"FTP source d{i} failed:\n{err[-3000:]}")
             results.append(_json_line(out, f"FTP source d{i}"))
+            results[-1]["stderr"] = err[-200_000:] if os.environ.get("DEEPTHINGS_EXPERIMENT_TRACES") else ""
         link = _delta(tb.link_bytes(), before)
         usage = tb.usage()
+    dump = os.environ.get("DEEPTHINGS_EXPERIMENT_TRACES")
+    if dump:  # every frame's trace (tiles, devices, events), to see where the time went
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        name = f"ftp-{schedule}-{grid_label(grid)}-k{k}-s{sources}-f{in_flight}.json"
+        (Path(dump) / name).write_text(json.dumps(results))
     row = _ftp_row(schedule, grid, k, sources, frames, results, link, usage, usage_before)
     row.update(_link_fields(link, sum(len(r["frames"]) for r in results), settings.rate))
     return row
@@ -332,7 +340,7 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
         merge.append(float(tr.get("stages", {}).get("merge_s", 0.0)))
     cpu = {n: usage[n]["cpu_s"] - usage_before[n]["cpu_s"] for n in usage}
     throttled = {n: usage[n]["throttled_s"] - usage_before[n]["throttled_s"] for n in usage}
-    return {"system": "ftp", "schedule": schedule, "grid": f"{grid[0]}x{grid[1]}", "devices": k,
+    return {"system": "ftp", "schedule": schedule, "grid": grid_label(grid), "devices": k,
             "sources": sources, "latency_s": statistics.median(lat), "latency_max_s": max(lat),
             "frames": len(timed), "fps": len(timed) / (t_last - t_first) if t_last > t_first else 0.0,
             "bytes_per_frame": _sum_up(link) / len(allf),
@@ -387,7 +395,7 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
             if settings.ftp:
                 for schedule in settings.schedules:
                     for grid in settings.grids:
-                        attempt(f"FTP {schedule} {grid[0]}x{grid[1]} k={k}", run_ftp, settings, cfg, weights, k,
+                        attempt(f"FTP {schedule} {grid_label(grid)} k={k}", run_ftp, settings, cfg, weights, k,
                                 schedule, grid, cache=cache)
         kmax = settings.max_devices
         # Throughput runs use the fastest data-reuse configuration measured at kmax devices
@@ -396,12 +404,12 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
                  and r["devices"] == kmax and r["sources"] == 1]
         best = min(reuse, key=lambda r: r["latency_s"], default=None)
         thr_schedule = best["schedule"] if best else "wst-s"
-        best_grid = tuple(int(v) for v in best["grid"].split("x")) if best else settings.grids[-1]
+        best_grid = parse_grid_label(best["grid"]) if best else settings.grids[-1]
         for s in settings.sources:
             if s > kmax:
                 continue
             if settings.ftp:
-                attempt(f"throughput FTP {thr_schedule} {best_grid[0]}x{best_grid[1]} sources={s}", _ftp_throughput,
+                attempt(f"throughput FTP {thr_schedule} {grid_label(best_grid)} sources={s}", _ftp_throughput,
                         settings, cfg, weights, kmax, thr_schedule, best_grid, sources=s,
                         frames=settings.frames_per_source, in_flight=2, cache=cache)
         if settings.modnn:
@@ -414,6 +422,23 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
             "machine": _machine()}
     write_outputs(rows, meta, out)
     return {"rows": rows, "meta": meta}
+
+
+def grid_label(grid: Sequence[int]) -> str:
+    """'6x2', or '6x2b' for a grid whose cuts are balanced for the run's device count."""
+    return f"{grid[0]}x{grid[1]}" + ("b" if _balanced(grid) else "")
+
+
+def parse_grid_label(text: str) -> tuple[int, ...]:
+    """'5x5' -> (5, 5); '6x2b' -> (6, 2, 1): balanced (uneven) cuts."""
+    t = text.strip().lower()
+    balanced = t.endswith("b")
+    n, m = (int(v) for v in t.rstrip("b").split("x"))
+    return (n, m, 1) if balanced else (n, m)
+
+
+def _balanced(grid: Sequence[int]) -> bool:
+    return len(grid) > 2 and bool(grid[2])
 
 
 def _ftp_throughput(*args: Any, **kwargs: Any) -> dict:
@@ -433,14 +458,16 @@ def _modnn_throughput(settings: Settings, cfg: Path, weights: Path, k: int, n: i
 def _cost_model(cfg: Path, settings: Settings) -> dict:
     from deepthings.darknet import load_darknet
     from deepthings.ftp import FTP
+    from deepthings.ftp.balance import balanced_cuts
 
     net = load_darknet(cfg)
     out = {}
     for g in settings.grids:
-        plan = FTP(net, grid=g, fused_layers=settings.fused)
+        cuts = balanced_cuts(net, g[:2], settings.fused, settings.max_devices) if _balanced(g) else None
+        plan = FTP(net, grid=g[:2], fused_layers=settings.fused, cuts=cuts)
         c, cr = plan.cost(reuse=False), plan.cost(reuse=True)
         c_last, h_last, w_last = net.layers[settings.fused - 1].out_shape
-        out[f"{g[0]}x{g[1]}"] = {"device_bytes": c.device_bytes, "output_bytes": 4 * c_last * h_last * w_last, "redundancy": c.redundancy,
+        out[grid_label(g)] = {"device_bytes": c.device_bytes, "output_bytes": 4 * c_last * h_last * w_last, "redundancy": c.redundancy,
                                  "redundancy_reuse": cr.redundancy_reuse, "weight_bytes": c.weight_bytes,
                                  "peak_footprint_full": c.peak_footprint_full,
                                  "peak_footprint_tile": c.peak_footprint_tile,
@@ -595,7 +622,7 @@ def _out_bytes(meta: dict) -> int:
 def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
     s = meta["settings"]
     kmax = max(s["devices"])
-    grids = [f"{g[0]}x{g[1]}" for g in s["grids"]]
+    grids = [grid_label(g) for g in s["grids"]]
     best = grids[-1] if grids else "5x5"
     lines = [
         "# DeepThings' experiments on the emulated testbed",
@@ -788,7 +815,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.schedules:
         s.schedules = args.schedules.split(",")
     if args.grids:
-        s.grids = [tuple(int(x) for x in g.lower().split("x")) for g in args.grids.split(",")]  # type: ignore[misc]
+        s.grids = [parse_grid_label(g) for g in args.grids.split(",")]
     if args.sources:
         s.sources = [int(v) for v in args.sources.split(",")]
     if args.frames:

@@ -61,7 +61,7 @@ def ftp_gateway(args: argparse.Namespace) -> dict:
 
     desc = describe_model(args.cfg, args.weights, None if args.weights else args.seed)
     config = GatewayConfig(bind=f"tcp://{args.bind}", schedule=args.schedule,
-                           link_bytes_per_s=args.link_bytes_per_s)
+                           link_bytes_per_s=args.link_bytes_per_s, balance=args.balance)
     grid = tuple(int(v) for v in args.grid.lower().split("x"))
     run_gateway(desc, grid, args.fused, config, None)  # serves until SIGTERM
     return {}
@@ -118,7 +118,21 @@ def ftp_edge(args: argparse.Namespace) -> dict:
                         source=source, cache_dir=Path(args.cache_dir), threads=args.threads,
                         advertise_host=args.advertise, max_frames_in_flight=args.in_flight)
     edge = GatedEdge(config, None, build_workload, frames=frames() if source else None, on_done=on_done)
-    edge.serve(exit_when_sourced=source)
+    if os.environ.get("DEEPTHINGS_PROBE_LOG"):  # e.g. DEBUG: the edge's story on stderr
+        import logging
+
+        logging.basicConfig(level=os.environ["DEEPTHINGS_PROBE_LOG"], stream=sys.stderr,
+                            format="%(relativeCreated)9.1f %(name)s %(message)s")
+    prof_dir = os.environ.get("DEEPTHINGS_PROFILE_DIR")
+    if prof_dir:  # where the edge's own thread spends its CPU (the tile worker is not profiled)
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.runcall(edge.serve, exit_when_sourced=source)
+        Path(prof_dir).mkdir(parents=True, exist_ok=True)
+        prof.dump_stats(str(Path(prof_dir) / f"{config.name}.prof"))
+    else:
+        edge.serve(exit_when_sourced=source)
     return {"frames": done, "stats": dict(edge.stats),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
@@ -144,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--fused", type=int, default=16)
     g.add_argument("--grid", default="5x5")
     g.add_argument("--schedule", default="wst-s")
+    g.add_argument("--balance", type=int, default=0)
     g.add_argument("--link-bytes-per-s", type=float, default=12.5e6)
     w = sub.add_parser("ftp-wait", help="wait until N edges are ready")
     w.add_argument("--gateway", required=True)
