@@ -148,6 +148,7 @@ class Edge:
         self._backoff_s = 0.0
         self._empty_victim: int | None = None  # told the gateway with the next WORK_REQ
         self._stealing_from: int | None = None
+        self._prefetching = False
         self._last_gw_rx = 0.0
         self._last_gw_tx = 0.0
         self._hello_at = 0.0
@@ -555,8 +556,12 @@ class Edge:
         except ClusterError:
             raise ProtocolError(f"gateway: VICTIM address {addr!r} is malformed") from None
         sock = self._victim_socket(addr)
-        transport.send(sock, make("STEAL_REQ", thief=self.peer_id or 0))
+        # Busy: this is a prefetch, for a level-1 tile only (see _dispatch).
+        prefetch = self.current is not None
+        req = make("STEAL_REQ", thief=self.peer_id or 0, **({"prefetch": True} if prefetch else {}))
+        transport.send(sock, req)
         self.stealing = (sock, addr, time.monotonic())
+        self._prefetching = prefetch
         self._stealing_from = victim
         steal_log.info("event=steal_request thief=%s victim=%d addr=%s", self.peer_id, victim, addr)
 
@@ -586,7 +591,10 @@ class Edge:
             # The gateway's view of that victim's queue is stale: say so with the next WORK_REQ,
             # which the gateway then holds until some edge reports work (no back-off needed, so
             # a new frame's first tiles are not missed by a thief that is sleeping).
-            self._empty_victim = self._stealing_from
+            if self._prefetching:
+                self._back_off()  # it may still have level-0 tiles for idle edges
+            else:
+                self._empty_victim = self._stealing_from
         else:
             raise ProtocolError(f"victim {addr}: {msg.type} is not an answer to STEAL_REQ")
 
@@ -595,6 +603,8 @@ class Edge:
         then confirm to the gateway (MOVED) so it knows the thief holds it now."""
         thief = msg["thief"]
         order = self.queue.steal_order() if self.ready else []
+        if msg.fields.get("prefetch") is True:  # a busy thief: level-1 tiles only
+            order = [(t, p) for t, p in order if t.level == 1]
         if not order or thief == self.peer_id:
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
@@ -666,6 +676,18 @@ class Edge:
         if busy and self.schedule == "wsh" and not len(self.queue) and self.asking is None and now >= self._backoff_until:
             self.asking = now
             self._send_gw(self._work_req())
+        # Data reuse: while a level-0 tile runs, steal one level-1 tile ahead (it cannot start
+        # before the level-0 wave ends anyway), so the steal's round trips hide behind compute
+        # instead of following it; level-0 tiles stay with the edges that are idle.
+        elif (self._prefetch_level1() and self.current is not None and self.current.level == 0
+              and not len(self.queue) and self.asking is None and self.stealing is None
+              and now >= self._backoff_until):
+            self.asking = now
+            self._send_gw(self._work_req())
+
+    def _prefetch_level1(self) -> bool:
+        return (self.schedule in REUSE_SCHEDULES and self.workload is not None
+                and bool(self.workload.supports_reuse))
 
     def _work_req(self) -> Message:
         if self._empty_victim is None:

@@ -46,7 +46,8 @@ TASK         gateway -> edge, or victim -> thief: frame, tile, level, meta (dict
              [tile input crop, *reuse arrays].
 VICTIM       gateway -> edge: victim (peer id), addr (str); steal from there.
 NO_WORK      gateway -> edge, or victim -> thief: nothing to do now (wait to be woken).
-STEAL_REQ    thief -> victim: thief (peer id); two-step steal, step 1.
+STEAL_REQ    thief -> victim: thief (peer id); two-step steal, step 1; optional prefetch
+             (true: the thief is still busy with a level-0 tile and takes a level-1 tile only).
 MOVED        victim -> gateway: frame, tile, thief; step 2 (confirm): the task left the victim's
              queue for the thief, so the gateway knows who holds it.
 REUSE_REQ    edge -> gateway: frame, tile; a level-1 WST-S tile asks for its neighbours'
