@@ -125,3 +125,26 @@ def test_detections_match_single_device_on_real_images():
         ref = single_device(net, x)
         want = decode_outputs(net, {h: ref[h] for h in net.head_layers}, (rgb.shape[1], rgb.shape[0]))
         assert r.detections == want and len(want) > 0
+
+
+def test_balanced_uneven_grid_is_exact_and_reaches_the_edges(tmp_path):
+    """Cluster(balance=True): the gateway's balanced cuts travel in the spec, every edge builds
+    the same uneven plan, and the answer is still bit-identical to net.forward."""
+    from deepthings.ftp import FTP
+    from deepthings.ftp.balance import balanced_cuts
+
+    cfg = yolov2_cfg(tmp_path, 192)
+    net = load_darknet(cfg, random_seed=0)
+    cuts = balanced_cuts(net, (4, 2), 16, devices=3, reuse=True)
+    even = FTP(net, grid=(4, 2), fused_layers=16)
+    assert [t.out_region for t in FTP(net, grid=(4, 2), fused_layers=16, cuts=cuts).tiles] != [
+        t.out_region for t in even.tiles
+    ]  # else this test would not test uneven grids
+    xs = [np.random.default_rng(s).random(net.input_shape, dtype=np.float32) for s in range(2)]
+    with Cluster(cfg, edges=3, grid=(4, 2), fused_layers=16, schedule="wst-s", balance=True) as c:
+        results = c.infer_many(xs, window=2)
+        assert c.spec["cuts"] == [list(b) for b in cuts]
+    for x, r in zip(xs, results):
+        for i, arr in single_device(net, x).items():
+            assert np.array_equal(r.outputs[i], arr), f"layer {i}"
+        assert any(t.get("reused") for t in r.trace.tiles)

@@ -56,7 +56,7 @@ class Settings:
     devices: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     schedules: list[str] = field(default_factory=lambda: ["wst", "wst-s", "wst-sp", "wsh"])
     # (n, m) or (n, m, 1): cuts balanced for the run's device count (label "NxMb")
-    grids: list[tuple[int, ...]] = field(default_factory=lambda: [(3, 3), (4, 4), (5, 5)])
+    grids: list[tuple[int, ...]] = field(default_factory=lambda: [(3, 3), (5, 5), (6, 2), (6, 2, 1)])
     sources: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     frames: int = 3  # timed frames per run (after one warm-up frame)
     frames_per_source: int = 2
@@ -774,7 +774,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--size", type=int, default=None, help="input size (default 608; 224 with --quick)")
     p.add_argument("--devices", default=None, help="device counts, e.g. 1,2,3,4,5,6")
     p.add_argument("--schedules", default=None, help="wst,wst-s,wst-sp,wsh")
-    p.add_argument("--grids", default=None, help="3x3,4x4,5x5")
+    p.add_argument("--grids", default=None, help="3x3,5x5,6x2,6x2b (NxMb: cuts balanced for the device count)")
     p.add_argument("--sources", default=None, help="data-source counts for the throughput runs")
     p.add_argument("--frames", type=int, default=None, help="timed frames per latency point")
     p.add_argument("--cpu", type=float, default=None, help="CPU cap per device in cores (default 0.25)")
