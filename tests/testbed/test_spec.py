@@ -108,3 +108,20 @@ def test_detect_prefers_v2_with_cpu(tmp_path):
     (root / "cgroup.controllers").write_text("memory pids\n")
     with pytest.raises(EmulationError, match="no cgroup CPU controller"):
         cgroups.detect(str(mounts))
+
+
+def test_cgroup_period_is_configurable(tmp_path):
+    """A short CFS period keeps the share and is written beside the quota; a too-small quota is refused."""
+    root = _fake_v2(tmp_path)
+    (root / cgroups.PARENT).mkdir()
+    (root / cgroups.PARENT / "cgroup.controllers").write_text("cpu memory\n")
+    (root / cgroups.PARENT / "cgroup.subtree_control").write_text("")
+    backend = cgroups.CgroupV2(root, period_us=10_000)
+    (root / cgroups.PARENT / "dt000002-d0").mkdir()
+    backend.set_cpu("dt000002-d0", 0.25)
+    assert (root / cgroups.PARENT / "dt000002-d0" / "cpu.max").read_text() == "2500 10000"
+    with pytest.raises(EmulationError, match="minimum is 1000 us: use a longer --cpu-period"):
+        backend.set_cpu("dt000002-d0", 0.05)
+    assert cgroups.quota_us(0.05, 100_000) == 5000
+    with pytest.raises(EmulationError, match="outside the kernel's"):
+        cgroups.detect(period_us=500)

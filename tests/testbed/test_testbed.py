@@ -121,6 +121,23 @@ def test_cpu_cap_and_rate_shaping():
 
 
 @needs_root
+def test_short_cpu_period_caps_the_same_share():
+    """A 10 ms CFS period is written to the group and still gives the device its share only."""
+    with Testbed(device_specs(1, cpu="0.25"), cpu_period_us=10_000) as tb:
+        cg = tb._cg
+        d = cg.dirs(tb.cgroup(0))[0]
+        if cg.version == 1:
+            assert (d / "cpu.cfs_period_us").read_text().strip() == "10000"
+            assert (d / "cpu.cfs_quota_us").read_text().strip() == "2500"
+        else:
+            assert (d / "cpu.max").read_text().split() == ["2500", "10000"]
+        busy = "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"
+        t0 = time.monotonic()
+        tb.run(0, [sys.executable, "-c", busy], timeout=60)
+        wall = time.monotonic() - t0
+        assert tb.usage()["d0"]["cpu_s"] < 0.25 * wall * 1.25 + 0.05
+
+
 def test_delay_needs_netem_or_is_applied():
     specs = device_specs(1, delay="20ms")
     if not network.netem_available():

@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rate", default=None, help="link rate of each node, tc units (20mbit)")
     p.add_argument("--delay", default=None, help="one-way link delay per direction (2ms); needs sch_netem")
     p.add_argument("--loss", default=None, help="packet loss per direction (0.1%%); netem, else a BPF filter")
+    p.add_argument("--cpu-period", type=float, default=100.0, metavar="MS",
+                   help="CFS period of the CPU caps in ms (default 100, the kernel's): a capped device "
+                        "runs a cap-sized share of each period at full speed, then waits; shorter is "
+                        "closer to a uniformly slow CPU")
     p.add_argument("--device-cpu", default=None, help="per-device CPU caps, comma-separated (0.5,0.25,...)")
     p.add_argument("--device-rate", default=None, help="per-device link rates, comma-separated")
     p.add_argument("--device-delay", default=None, help="per-device delays, comma-separated")
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     edge_template = shlex.split(args.edge) if args.edge else None
     # SIGINT reaches us as KeyboardInterrupt; the Testbed turns SIGTERM/SIGHUP into one too.
     tb = Testbed(specs, gateway=gateway, ignore_missing_netem=args.ignore_missing_netem,
-                 guarantee_cpu=args.guarantee_cpu)
+                 guarantee_cpu=args.guarantee_cpu, cpu_period_us=int(round(args.cpu_period * 1000)))
     status = 0
     with tb:
         print(tb.describe(), file=sys.stderr)

@@ -16,7 +16,23 @@ from typing import Callable, Iterable
 from deepthings.errors import EmulationError
 
 PARENT = "deepthings-testbed"
+# The CFS period is how often a capped device's quota is refilled. A device at 0.25 cores
+# runs at full speed for a quarter of each period and is then frozen for the rest, so a
+# message that arrives in the frozen part waits. A slow board is slow but never frozen:
+# a short period comes closer to one (10 ms: frozen 7.5 ms at a time instead of 75 ms).
 CFS_PERIOD_US = 100_000
+MIN_QUOTA_US = 1000  # the kernel's lower bound on a quota
+
+
+def quota_us(cpu: float, period_us: int) -> int:
+    """The CFS quota that gives `cpu` cores in `period_us`; refuses a cap the kernel cannot set."""
+    quota = int(round(cpu * period_us))
+    if quota < MIN_QUOTA_US:
+        raise EmulationError(
+            f"a CPU cap of {cpu} cores needs a quota of {quota} us in a {period_us} us period; "
+            f"the kernel's minimum is {MIN_QUOTA_US} us: use a longer --cpu-period"
+        )
+    return quota
 _V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 
 
@@ -46,6 +62,7 @@ class CgroupBackend:
     """Creates, fills, reads and removes the cgroups of one testbed run."""
 
     version: int = 0
+    period_us: int = CFS_PERIOD_US
 
     def create(self, name: str, cpu: float | None) -> None:
         raise NotImplementedError
@@ -162,10 +179,11 @@ class CgroupV1(CgroupBackend):
 
     version = 1
 
-    def __init__(self, mounts: dict[str, Path]):
+    def __init__(self, mounts: dict[str, Path], period_us: int = CFS_PERIOD_US):
         if "cpu" not in mounts:
             raise EmulationError("cgroup v1 cpu controller is not mounted")
         self.mounts = mounts
+        self.period_us = period_us
 
     def dirs(self, name: str) -> list[Path]:
         seen: set[Path] = set()
@@ -181,11 +199,11 @@ class CgroupV1(CgroupBackend):
     def create(self, name: str, cpu: float | None) -> None:
         for d in self.dirs(name):
             d.mkdir(parents=True, exist_ok=True)
-        _write(self.mounts["cpu"] / PARENT / name / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(self.mounts["cpu"] / PARENT / name / "cpu.cfs_period_us", str(self.period_us))
         self.set_cpu(name, cpu)
 
     def set_cpu(self, name: str, cpu: float | None) -> None:
-        quota = -1 if cpu is None else max(1000, int(round(cpu * CFS_PERIOD_US)))
+        quota = -1 if cpu is None else quota_us(cpu, self.period_us)
         _write(self.mounts["cpu"] / PARENT / name / "cpu.cfs_quota_us", str(quota))
 
     def set_priority(self, high: bool) -> None:
@@ -248,8 +266,9 @@ class CgroupV2(CgroupBackend):
 
     version = 2
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, period_us: int = CFS_PERIOD_US):
         self.root = root
+        self.period_us = period_us
 
     def dirs(self, name: str) -> list[Path]:
         return [self.root / PARENT / name]
@@ -271,8 +290,8 @@ class CgroupV2(CgroupBackend):
         self.set_cpu(name, cpu)
 
     def set_cpu(self, name: str, cpu: float | None) -> None:
-        quota = "max" if cpu is None else str(max(1000, int(round(cpu * CFS_PERIOD_US))))
-        _write(self.root / PARENT / name / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        quota = "max" if cpu is None else str(quota_us(cpu, self.period_us))
+        _write(self.root / PARENT / name / "cpu.max", f"{quota} {self.period_us}")
 
     def set_priority(self, high: bool) -> None:
         parent = self.root / PARENT
@@ -316,17 +335,22 @@ class CgroupV2(CgroupBackend):
             pass
 
 
-def detect(mounts_file: str = "/proc/mounts") -> CgroupBackend:
-    """The cgroup backend that controls CPU on this machine (v2 when it owns cpu, else v1)."""
+def detect(mounts_file: str = "/proc/mounts", period_us: int = CFS_PERIOD_US) -> CgroupBackend:
+    """The cgroup backend that controls CPU on this machine (v2 when it owns cpu, else v1).
+
+    `period_us` is the CFS period of the groups it creates (1 ms .. 1 s, the kernel's range).
+    """
+    if not 1000 <= period_us <= 1_000_000:
+        raise EmulationError(f"CFS period {period_us} us is outside the kernel's 1000..1000000 us")
     v1, v2 = _cgroup_mounts(mounts_file)
     if v2 is not None:
         try:
             if "cpu" in (v2 / "cgroup.controllers").read_text().split():
-                return CgroupV2(v2)
+                return CgroupV2(v2, period_us)
         except OSError:
             pass
     if "cpu" in v1 and (v1["cpu"] / "cpu.cfs_quota_us").exists():
-        return CgroupV1(v1)
+        return CgroupV1(v1, period_us)
     raise EmulationError(
         "no cgroup CPU controller found (need cgroup v1 cpu.cfs_quota_us or v2 cpu.max); "
         "is /sys/fs/cgroup mounted?"

@@ -61,6 +61,7 @@ class Settings:
     frames: int = 3  # timed frames per run (after one warm-up frame)
     frames_per_source: int = 2
     cpu: float = 0.25
+    cpu_period_ms: float = 100.0  # CFS period of the caps (see testbed.cgroups)
     gateway_cpu: float | None = None
     # 100 Mbit/s against 0.25 of a Zen 4 core keeps roughly the Pi 3 + WLAN ratio of transfer
     # time (one 608x608 input + the block's output) to single-device compute time.
@@ -125,7 +126,8 @@ def _env() -> dict[str, str]:
 def _testbed(settings: Settings, k: int) -> Testbed:
     specs = device_specs(k, cpu=settings.cpu, rate=settings.rate, delay=settings.delay, loss=settings.loss)
     gateway = DeviceSpec(cpu=settings.gateway_cpu, link=LinkSpec(settings.rate, settings.delay, settings.loss))
-    return Testbed(specs, gateway=gateway, ignore_missing_netem=True, guarantee_cpu=settings.guarantee_cpu)
+    return Testbed(specs, gateway=gateway, ignore_missing_netem=True, guarantee_cpu=settings.guarantee_cpu,
+                   cpu_period_us=int(round(settings.cpu_period_ms * 1000)))
 
 
 def _json_line(out: str, what: str) -> dict:
@@ -629,7 +631,8 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         "",
         f"YOLOv2 layers 0..{s['fused'] - 1} at {s['size']}x{s['size']} (random weights; the frame is the sample "
         "photo resized to the input size in 8 bits, as a camera delivers it, so it travels as 8-bit codes), "
-        f"devices emulated as network namespaces, each capped at {s['cpu']} cores (cgroup CFS quota), "
+        f"devices emulated as network namespaces, each capped at {s['cpu']} cores (cgroup CFS quota, "
+        f"{s.get('cpu_period_ms', 100.0):g} ms period), "
         f"links {s['rate'] or 'unshaped'}{' + ' + s['delay'] if s['delay'] else ''} per direction (tc htb"
         f"{'/netem' if s['delay'] or s['loss'] else ''}), gateway "
         f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}"
@@ -778,6 +781,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--sources", default=None, help="data-source counts for the throughput runs")
     p.add_argument("--frames", type=int, default=None, help="timed frames per latency point")
     p.add_argument("--cpu", type=float, default=None, help="CPU cap per device in cores (default 0.25)")
+    p.add_argument("--cpu-period", type=float, default=None, metavar="MS",
+                   help="CFS period of the CPU caps in ms (default 100)")
     p.add_argument("--gateway-cpu", type=float, default=None, help="CPU cap of the gateway (default none)")
     p.add_argument("--rate", default=None, help="link rate per direction (default 100mbit)")
     p.add_argument("--delay", default=None, help="link delay (needs sch_netem)")
@@ -822,6 +827,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         s.frames = args.frames
     if args.cpu:
         s.cpu = args.cpu
+    if args.cpu_period:
+        s.cpu_period_ms = args.cpu_period
     s.gateway_cpu = args.gateway_cpu
     if args.rate:
         s.rate = args.rate

@@ -79,6 +79,7 @@ class Testbed:
         ignore_missing_netem: bool = False,
         prefix: str | None = None,
         guarantee_cpu: bool = False,
+        cpu_period_us: int = cgroups.CFS_PERIOD_US,
     ):
         if isinstance(devices, int):
             devices = [DeviceSpec()] * devices
@@ -88,6 +89,7 @@ class Testbed:
         self.gateway_spec: DeviceSpec = gateway if gateway is not None else DeviceSpec()
         self.ignore_missing_netem = ignore_missing_netem
         self.guarantee_cpu = guarantee_cpu
+        self.cpu_period_us = cpu_period_us
         self._requested_prefix = prefix
         self.prefix: str = ""
         self.netem_dropped = False
@@ -152,7 +154,7 @@ class Testbed:
         """Create namespaces, links, shaping and cgroups; on any failure undo what was made."""
         require_root()
         network.require_tools()
-        self._cg = cgroups.detect()
+        self._cg = cgroups.detect(period_us=self.cpu_period_us)
         all_specs = [self.gateway_spec, *self.device_specs]
         if any(s.link.delay_s > 0 for s in all_specs) and not network.netem_available():
             if not self.ignore_missing_netem:
