@@ -89,6 +89,7 @@ def test_even_cuts_are_the_default_plan(yolov2):
     assert even.cuts is None
     same = FTP(yolov2, grid=(6, 2), fused_layers=16, cuts=([0, 7, 14, 20, 26, 32, 38], [0, 19, 38]))
     assert [t.out_region for t in same.tiles] == [t.out_region for t in even.tiles]
+    assert even.boundaries == same.boundaries == ((0, 7, 14, 20, 26, 32, 38), (0, 19, 38))
     assert same.key != FTP(yolov2, grid=(6, 2), fused_layers=16, cuts=([0, 8, 14, 20, 26, 32, 38], [0, 19, 38])).key
 
 

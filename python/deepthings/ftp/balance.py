@@ -66,7 +66,7 @@ def balanced_cuts(
     n, m = (int(v) for v in grid)
     base = FTP(net, grid=(n, m), fused_layers=fused_layers)
     _, h, w = base.output_shape
-    cuts = [list(b) for b in _even_cuts(base)]
+    cuts = [list(b) for b in base.boundaries]
     cache: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[float, float]] = {}
 
     def score(c: list[list[int]]) -> tuple[float, float]:
@@ -96,8 +96,3 @@ def balanced_cuts(
                         break
     return tuple(cuts[0]), tuple(cuts[1])
 
-
-def _even_cuts(plan: FTP) -> Cuts:
-    rows = sorted({t.out_region.top for t in plan.tiles} | {plan.output_shape[1]})
-    cols = sorted({t.out_region.left for t in plan.tiles} | {plan.output_shape[2]})
-    return tuple(rows), tuple(cols)

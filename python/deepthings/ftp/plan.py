@@ -166,10 +166,10 @@ class FTP:
             col_cuts = [c.region_balanced_range(W, m, k)[0] for k in range(m)] + [W]
         else:
             row_cuts, col_cuts = _check_cuts(cuts, n, m, H, W, L)
-        # Stored only when given, so that default plans keep their fingerprint.
-        self.cuts: tuple[tuple[int, ...], tuple[int, ...]] | None = (
-            None if cuts is None else (tuple(row_cuts), tuple(col_cuts))
-        )
+        # The boundaries in use, even or given; ``cuts`` is stored only when given, so that
+        # default plans keep their fingerprint.
+        self.boundaries: tuple[tuple[int, ...], tuple[int, ...]] = (tuple(row_cuts), tuple(col_cuts))
+        self.cuts: tuple[tuple[int, ...], tuple[int, ...]] | None = None if cuts is None else self.boundaries
         # Cell boundaries of every export: the cuts of layer L-1 scaled to its size.
         bounds = {}
         for e in self.exports:
@@ -243,6 +243,7 @@ class FTP:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("winograd_align", True)
+        self.__dict__.setdefault("cuts", None)
         self._descs = [layer_desc(layer, self._shapes, self.winograd_align) for layer in self.block]
 
     # ----- description ---------------------------------------------------------------------
@@ -263,7 +264,7 @@ class FTP:
         h.update(repr((self.grid, self.fused_layers, self.input_shape)).encode())
         if not self.winograd_align:  # other regions: another plan (default keys unchanged)
             h.update(b"no-winograd-align")
-        if getattr(self, "cuts", None) is not None:
+        if self.cuts is not None:
             h.update(repr(self.cuts).encode())
         for layer in self.block:
             h.update(repr((layer.type, tuple(layer.inputs), tuple(layer.out_shape), layer.spatial)).encode())
@@ -291,7 +292,7 @@ class FTP:
 
     def __repr__(self) -> str:
         n, m = self.grid
-        cuts = f" cuts={self.cuts}" if getattr(self, "cuts", None) is not None else ""
+        cuts = f" cuts={self.cuts}" if self.cuts is not None else ""
         return f"<FTP {n}x{m} fused_layers={self.fused_layers} exports={list(self.exports)}{cuts}>"
 
     # ----- execution -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ PARENT = "deepthings-testbed"
 # a short period comes closer to one (10 ms: frozen 7.5 ms at a time instead of 75 ms).
 CFS_PERIOD_US = 100_000
 MIN_QUOTA_US = 1000  # the kernel's lower bound on a quota
+_V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 
 
 def quota_us(cpu: float, period_us: int) -> int:
@@ -33,7 +34,6 @@ def quota_us(cpu: float, period_us: int) -> int:
             f"the kernel's minimum is {MIN_QUOTA_US} us: use a longer --cpu-period"
         )
     return quota
-_V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 
 
 def _cgroup_mounts(mounts_file: str = "/proc/mounts") -> tuple[dict[str, Path], Path | None]:

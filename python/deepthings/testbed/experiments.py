@@ -433,9 +433,11 @@ def grid_label(grid: Sequence[int]) -> str:
 
 def parse_grid_label(text: str) -> tuple[int, ...]:
     """'5x5' -> (5, 5); '6x2b' -> (6, 2, 1): balanced (uneven) cuts."""
+    from deepthings.cli._args import parse_grid
+
     t = text.strip().lower()
     balanced = t.endswith("b")
-    n, m = (int(v) for v in t.rstrip("b").split("x"))
+    n, m = parse_grid(t[:-1] if balanced else t)
     return (n, m, 1) if balanced else (n, m)
 
 
