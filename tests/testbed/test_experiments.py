@@ -130,6 +130,10 @@ def test_quick_suite(tmp_path):
     assert all(float(r["bytes_per_frame"]) > 0 for r in table if r["system"] != "single")
     report = (tmp_path / "report.md").read_text()
     assert "Paper vs this run" in report and (tmp_path / "speedup_comm.png").exists()
+    rounds = json.loads((tmp_path / "runs.json").read_text())["meta"]["rounds"]
+    assert len(rounds) == 1 and rounds[0]["latency_s"]["single"] > 0
+    assert any(k.startswith("ftp-") for k in rounds[0]["speedup"]) and "modnn" in rounds[0]["speedup"]
+    assert "## Head to head: 1 rounds at 2 devices" in report
     # Every testbed of the suite is gone (its owner has exited, so anything left would be a
     # leftover; live runs of other processes on this machine are not).
     assert set(leftovers().prefixes) <= before
@@ -154,3 +158,30 @@ def test_outputs_without_ftp_rows(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| speedup FTP-WST-S | 3.5x (6 devices) | n/a |" in report
     assert "| speedup MoDNN | 2.1x | 1.80x |" in report
+
+
+def test_rounds_summary_and_report(tmp_path):
+    """Rounds: speedups per round against that round's single run; the goal on the medians, and
+    the count of rounds in which the best reuse configuration met it."""
+    def rnd(i, one, mod, a, b):
+        lat = {"single": one, "modnn": mod, "ftp-wst-s 12x1b": a, "ftp-wst-sp 6x2b": b}
+        return {"round": i, "latency_s": lat, "speedup": {k: one / v for k, v in lat.items() if k != "single"}}
+
+    rounds = [rnd(1, 1.2, 0.30, 0.28, 0.35), rnd(2, 1.6, 0.38, 0.36, 0.42), rnd(3, 1.0, 0.28, 0.27, 0.24)]
+    summ = ex.rounds_summary(rounds)
+    assert summ["n"] == 3 and summ["best"] == "ftp-wst-s 12x1b"
+    assert summ["median"]["ftp-wst-s 12x1b"] == pytest.approx(1.2 / 0.28)
+    assert summ["median"]["modnn"] == pytest.approx(1.2 / 0.30)  # 4.0x
+    # round 1: 4.29x > 4.0x (MoDNN 4.0x); round 2: 4.44x > 4.21x; round 3: best is WST-SP 4.17x > 3.57x
+    assert summ["met"] == 3
+    rounds[2] = rnd(3, 1.0, 0.24, 0.27, 0.26)  # MoDNN 4.17x beats both
+    assert ex.rounds_summary(rounds)["met"] == 2
+    settings = ex.Settings(cfg=str(YOLOV2), devices=[1, 6], grids=[(12, 1, 1)], sources=[1], out=str(tmp_path))
+    meta = {"settings": ex.asdict(settings), "errors": [], "suite_s": 1.0, "idle_rss_bytes": 0, "rounds": rounds,
+            "machine": {"cpus": 2, "kernel": "x", "python": "3.11", "loadavg_at_end": [0.0] * 3}}
+    ex.write_outputs([r for r in _rows() if r["system"] == "single"], meta, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Head to head: 3 rounds at 6 devices" in report
+    assert "| 1 | 1.200s | 4.00x | 4.29x | 3.43x |" in report
+    assert "Goal on the medians of the rounds: MET (FTP-WST-S 12x1b 4.29x vs MoDNN 4.17x)" in report
+    assert "in 2 of 3 rounds" in report

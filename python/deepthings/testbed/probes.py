@@ -97,7 +97,11 @@ def ftp_edge(args: argparse.Namespace) -> dict:
     start = Path(args.start_file) if args.start_file else None
 
     def frames():
+        from deepthings.runtime.protocol import exact8
+
         x = camera_frame(tuple(args.shape))
+        coded = exact8(x)  # a camera delivers 8-bit codes: the source gets those, as uint8
+        x = coded.codes if coded is not None else x
         for i in range(args.frames):
             submitted[i] = time.perf_counter()
             yield i, x
