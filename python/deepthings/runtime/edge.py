@@ -747,7 +747,7 @@ class Edge:
                 task = self._work_in.get()
                 if task is None:
                     return
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 try:
                     reuse = task.meta.get("reuse")
                     data = ReuseData(task.extra, reuse) if reuse is not None and task.extra else None
@@ -756,6 +756,10 @@ class Edge:
                 except Exception as exc:
                     log.exception("tile %d of frame %d failed", task.tile, task.frame)
                     out, err = None, exc
+                if out is not None:
+                    # CPU the tile itself used; compute_s - cpu_s is time it was ready but not
+                    # running (a CPU quota's throttling, or other threads of the device)
+                    out.meta["cpu_s"] = time.thread_time() - c0
                 self._work_out.put((task, out, err, time.perf_counter() - t0))
                 wake.send(b"")
         finally:

@@ -461,7 +461,8 @@ class Gateway:
         }
         # Edge-reported extras, kept only when they have the right type (an edge is not trusted
         # to be well-behaved: the trace must never break the frame's answer).
-        for k, types in (("queue_s", (int, float)), ("input_bytes", (int,)), ("reused", (bool,)), ("origin", (str,))):
+        for k, types in (("queue_s", (int, float)), ("cpu_s", (int, float)), ("input_bytes", (int,)), ("reused", (bool,)),
+                         ("origin", (str,))):
             v = meta.get(k)
             if isinstance(v, types) and (k == "reused" or not isinstance(v, bool)):
                 trace[k] = v if k != "origin" else v[:16]

@@ -71,7 +71,8 @@ REUSE.meta   pieces: [[src_tile, layer], ...], one per array; or (wst-sp) peers:
              [[src_tile, peer_id, steal_addr], ...].
 RESULT.meta  n_publish (trailing arrays that are WST-S overlap data), publish: [[dest_tile,
              layer], ...], held (wst-sp: the edge keeps the published data and serves it
-             with PIECES; n_publish is then 0), queue_s, input_bytes, origin, reused.
+             with PIECES; n_publish is then 0), queue_s, cpu_s (the tile's own CPU time),
+             input_bytes, origin, reused.
 WELCOME.model  the workload spec: kind ("darknet"|"synthetic"), grid, cuts (null or [row
              boundaries, column boundaries] of an uneven grid), fused_layers, reuse,
              input_shape, files: [{sha, name, for: [roles], bytes}].

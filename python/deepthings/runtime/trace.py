@@ -13,7 +13,7 @@ import numpy as np
 class Trace:
     """Per-frame story. ``stages`` are seconds (client side: preprocess_s, roundtrip_s, decode_s;
     gateway side: tiles_s, merge_s, gateway_total_s); ``tiles`` has one dict per tile with
-    device, device_name, stolen, compute_s, level, reused, queue_s, input_bytes, result_bytes;
+    device, device_name, stolen, compute_s, cpu_s, level, reused, queue_s, input_bytes, result_bytes;
     ``events`` are (t_s, tile, event, peer, detail) rows from the gateway's event log."""
 
     frame: int

@@ -331,7 +331,7 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
     t_first = min(f["submitted_s"] for f in timed)
     t_last = max(f["done_s"] for f in timed)
     per_dev_compute: list[float] = []
-    stolen, tiles, merge, local_share, max_queue = 0, 0, [], [], []
+    stolen, tiles, merge, local_share, max_queue, tile_cpu = 0, 0, [], [], [], []
     for f in timed:
         tr = f["trace"]
         by_dev: dict[Any, float] = {}
@@ -347,6 +347,7 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
         local_share.append(local / total if total else 0.0)
         max_queue.append(max((float(t.get("queue_s", 0.0)) for t in tr.get("tiles", [])), default=0.0))
         merge.append(float(tr.get("stages", {}).get("merge_s", 0.0)))
+        tile_cpu.append(sum(float(t.get("cpu_s", 0.0)) for t in tr.get("tiles", [])))
     cpu = {n: usage[n]["cpu_s"] - usage_before[n]["cpu_s"] for n in usage}
     throttled = {n: usage[n]["throttled_s"] - usage_before[n]["throttled_s"] for n in usage}
     return {"system": "ftp", "schedule": schedule, "grid": grid_label(grid), "devices": k,
@@ -359,6 +360,7 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
             # Tile compute the data source did itself, and the longest a tile waited in a queue.
             "source_compute_share": statistics.median(local_share), "max_queue_s": statistics.median(max_queue),
             "cpu_s_per_frame": sum(cpu.values()) / len(allf),
+            "tile_cpu_s_per_frame": statistics.median(tile_cpu),  # the tiles' own CPU (edge-measured)
             "gateway_cpu_s_per_frame": cpu["gw"] / len(allf),
             "throttled_s_per_frame": sum(v for n, v in throttled.items() if n != "gw") / len(allf),
             "mem_peak_per_device": [usage[n]["memory_peak_bytes"] for n in usage if n != "gw"],
@@ -667,6 +669,8 @@ def _analysis(rows: list[dict], meta: dict, kmax: int, grid: str) -> list[str]:
             f"- FTP-{sch.upper()} {grid}, {kmax} devices: all processes used {r['cpu_s_per_frame']:.2f} CPU s per frame, "
             f"{r['cpu_s_per_frame'] / cpu_single:.1f}x the single device's {cpu_single:.2f} s"
             + (f" (the cost model's redundancy predicts {1 + red:.2f}x)" if red is not None else "")
+            + (f", of which the tiles themselves {r['tile_cpu_s_per_frame']:.2f} s (the rest is the runtime, "
+               "messaging, the network stack and the gateway)" if r.get("tile_cpu_s_per_frame") else "")
             + f"; {r['bytes_per_frame'] / 1e6:.1f} MB crossed the links per frame "
             # the frames are 8-bit camera frames: the input crosses as 1 byte per value (q8)
             f"(the 8-bit input + the block's output alone: {(c * h * w + _out_bytes(meta)) / 1e6:.1f} MB)."
