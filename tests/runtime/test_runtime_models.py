@@ -65,6 +65,8 @@ def run_case(cfg, weights, schedule, edges, grid, fused, n_frames=2, seed=0):
             )
         assert len(r.trace.tiles) == grid[0] * grid[1]
         assert {t["tile"] for t in r.trace.tiles} == set(range(grid[0] * grid[1]))
+        # each tile's own CPU time is reported, and a thread cannot use more CPU than wall time
+        assert all(0.0 <= t["cpu_s"] <= t["compute_s"] + 1e-3 for t in r.trace.tiles)
     return results
 
 
