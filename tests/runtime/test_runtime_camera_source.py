@@ -1,6 +1,6 @@
 """A data source fed a camera's 8-bit codes (uint8 CHW) answers exactly as with the float
-frames ``codes / 255``, and sends them as 8 bits; its tile worker runs at a lower priority
-than its event loop, so steals are served while a tile saturates the device."""
+frames ``codes / 255``, and sends them as 8 bits; a frame of the wrong shape is skipped; the
+worker's optional lower priority (EdgeConfig.worker_nice) takes effect per thread."""
 
 from __future__ import annotations
 
