@@ -15,6 +15,8 @@ from deepthings.runtime.gateway import Gateway, GatewayConfig, ModelFiles
 from deepthings.runtime.model import build_workload
 from deepthings.runtime.workload import SyntheticWorkload
 
+from runtime_helpers import serve_until_sourced
+
 SHAPE = (3, 24, 28)
 GRID = (2, 2)
 
@@ -27,18 +29,7 @@ def _run_source(tmp_path, frames):
                            advertise_host="127.0.0.1"),
                 None, build_workload, frames=frames,
                 on_done=lambda tag, msg: answers.__setitem__(tag, np.array(msg.arrays[0])))
-    stop = threading.Event()
-    threads = [threading.Thread(target=gw.serve, args=(stop,), daemon=True),
-               threading.Thread(target=edge.serve, args=(stop, True), daemon=True)]
-    try:
-        for t in threads:
-            t.start()
-        threads[1].join(timeout=30)
-        assert not threads[1].is_alive(), "the source hung"
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
+    assert serve_until_sourced(gw, edge), "the source hung"
     return wl, gw, answers
 
 

@@ -15,6 +15,8 @@ from deepthings.runtime.gateway import Gateway, GatewayConfig, ModelFiles
 from deepthings.runtime.model import build_workload
 from deepthings.runtime.workload import SyntheticWorkload
 
+from runtime_helpers import serve_until_sourced
+
 SHAPE = (3, 24, 28)
 GRID = (2, 2)
 
@@ -57,18 +59,7 @@ def test_source_declared_dead_behind_a_saturated_link_loses_no_frame(tmp_path):
         return n
 
     edge._send_gw = slow_send  # type: ignore[method-assign]
-    stop = threading.Event()
-    threads = [threading.Thread(target=gw.serve, args=(stop,), daemon=True),
-               threading.Thread(target=edge.serve, args=(stop, True), daemon=True)]
-    try:
-        for t in threads:
-            t.start()
-        threads[1].join(timeout=30)
-        assert not threads[1].is_alive(), f"the source hung: {len(answers)}/{len(xs)} frames answered"
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
+    assert serve_until_sourced(gw, edge), f"the source hung: {len(answers)}/{len(xs)} frames answered"
     assert state["mute_until"] is not None and gw.stats["reissued"] > 0, "the gateway never declared the source dead"
     # the frames it had handed over were answered through the new connection, not started over
     assert gw.stats["reattached"] >= 1

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -194,6 +195,10 @@ def _gated_run(tb: Testbed, node: str, cmd: list[str], timeout_s: float, tmp: Pa
     if proc.returncode != 0:
         raise EmulationError(f"`{' '.join(cmd[:5])} ...` failed:\n{err[-3000:]}")
     return _json_line(out, cmd[2]), marks
+
+
+# What a failed run raises: recorded in the report, and the suite goes on.
+RUN_ERRORS = (EmulationError, subprocess.SubprocessError, OSError, ValueError, KeyError)
 
 
 def run_single(settings: Settings, cfg: Path, weights: Path) -> dict:
@@ -395,7 +400,7 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
                 rows.append(row)
                 progress(f"[{time.monotonic() - t_start:6.0f}s] {what}: latency {row['latency_s']:.3f}s "
                          f"({time.monotonic() - t:.0f}s)")
-            except (EmulationError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+            except RUN_ERRORS as exc:
                 errors.append(f"{what}: {exc}")
                 progress(f"[{time.monotonic() - t_start:6.0f}s] {what}: FAILED {str(exc).splitlines()[0]}")
 
@@ -454,16 +459,16 @@ def run_rounds(settings: Settings, cfg: Path, weights: Path, rows: list[dict], c
     out: list[dict] = []
     for i in range(settings.rounds):
         rec: dict[str, Any] = {"round": i + 1, "latency_s": {}}
-        runs: list[tuple[str, Any, tuple]] = [("single", run_single, (settings, cfg, weights))]
+        runs: list[tuple[str, Any]] = [("single", partial(run_single, settings, cfg, weights))]
         if settings.modnn:
-            runs.append(("modnn", run_modnn, (settings, cfg, weights, kmax)))
+            runs.append(("modnn", partial(run_modnn, settings, cfg, weights, kmax)))
         for sch, grid in configs:
-            runs.append((f"ftp-{sch} {grid_label(grid)}", run_ftp, (settings, cfg, weights, kmax, sch, grid)))
-        for name, fn, args in runs:
+            runs.append((f"ftp-{sch} {grid_label(grid)}",
+                         partial(run_ftp, settings, cfg, weights, kmax, sch, grid, cache=cache)))
+        for name, run in runs:
             try:
-                kw = {"cache": cache} if fn is run_ftp else {}
-                rec["latency_s"][name] = fn(*args, **kw)["latency_s"]
-            except (EmulationError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+                rec["latency_s"][name] = run()["latency_s"]
+            except RUN_ERRORS as exc:
                 errors.append(f"round {i + 1} {name}: {exc}")
         one = rec["latency_s"].get("single")
         rec["speedup"] = {k: one / v for k, v in rec["latency_s"].items() if one and v and k != "single"}
