@@ -48,6 +48,26 @@ def test_edge_sizes_sweep(isa: str) -> None:
                 assert err <= 1e-5 * _bound(a, b), (m, n, k, err)
 
 
+def test_narrow_blocks_match_wide_ones_bit_for_bit(isa: str) -> None:
+    """A block at most half a panel wide runs the micro-kernel's half-width path (thin FTP tiles
+    end in such ragged panels); its columns must carry the same bits as in a full-width run, or
+    stitched tiles would stop equalling the whole frame."""
+    _, mr, nr = _core.active_kernel()
+    kc = _core.gemm_blocking()[2]
+    rng = np.random.default_rng(5)
+    for k in (7, kc + 3):  # one K block, and two (the half path also accumulates onto C)
+        m = 2 * mr + 1
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, 2 * nr), dtype=np.float32)
+        bias = rng.standard_normal(m, dtype=np.float32)
+        wide = _core.gemm(a, b, bias, "leaky")
+        for n in range(1, nr + 1):
+            narrow = _core.gemm(a, np.ascontiguousarray(b[:, :n]), bias, "leaky")
+            np.testing.assert_array_equal(narrow.view(np.uint32), wide[:, :n].view(np.uint32), err_msg=f"n={n} k={k}")
+            tail = _core.gemm(a, np.ascontiguousarray(b[:, nr : nr + n]), bias, "leaky")  # a ragged 2nd panel
+            np.testing.assert_array_equal(tail.view(np.uint32), wide[:, nr : nr + n].view(np.uint32))
+
+
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 def test_epilogue_activations(isa: str, act: str) -> None:
     """Every Darknet activation, fused or as the post-tile pass, matches the reference."""
