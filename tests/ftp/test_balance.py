@@ -104,6 +104,22 @@ def test_balanced_cuts_shorten_the_modelled_schedule(yolov2, grid, reuse):
     assert bal[0] >= bal[1] / 6 - 1
 
 
+def test_source_aware_cuts_shrink_the_sources_own_tiles(yolov2):
+    """The data source runs tile 0 and the last level-1 tile and serves the steals: cuts balanced
+    for it shorten the schedule the runtime actually runs (row strips: 12.5% in the model)."""
+    plain = FTP(yolov2, grid=(12, 1), fused_layers=16, cuts=balanced_cuts(yolov2, (12, 1), 16, devices=6))
+    cuts = balanced_cuts(yolov2, (12, 1), 16, devices=6, source=0.1)
+    aware = FTP(yolov2, grid=(12, 1), fused_layers=16, cuts=cuts)
+    assert schedule_makespan(aware, 6, True, 0.1)[0] < 0.9 * schedule_makespan(plain, 6, True, 0.1)[0]
+    # the source's first strip got fewer rows
+    assert cuts[0][1] < plain.boundaries[0][1]
+    # one device: everything runs on the (slower) source
+    span, total = schedule_makespan(aware, 1, True, 0.1)
+    assert span == pytest.approx(1.1 * total)
+    with pytest.raises(PlanError, match="source load"):
+        schedule_makespan(aware, 6, True, -1.0)
+
+
 def test_schedule_makespan_of_one_device_is_the_total(yolov2):
     plan = FTP(yolov2, grid=(3, 3), fused_layers=16)
     for reuse in (False, True):

@@ -22,35 +22,68 @@ from .plan import FTP
 Cuts = tuple[tuple[int, ...], tuple[int, ...]]
 
 
-def schedule_makespan(plan: FTP, devices: int, reuse: bool) -> tuple[float, float]:
+# A data source also receives the frames, serves every steal and ships the crops: on the
+# emulated testbed (0.25-core devices, 6 edges) its main and I/O threads used ~8% more CPU per
+# frame than a thief's, on top of the same tile work.
+SOURCE_LOAD = 0.1
+
+
+def schedule_makespan(plan: FTP, devices: int, reuse: bool, source: float | None = None) -> tuple[float, float]:
     """(makespan, total) in FLOPs of the plan's tiles greedily scheduled on ``devices`` equal
     devices: largest tile first to the earliest free device; under ``reuse`` the level-1 tiles
-    start only once their level-0 neighbours are done (and cost their reduced FLOPs)."""
+    start only once their level-0 neighbours are done (and cost their reduced FLOPs).
+
+    ``source`` (a load s >= 0) makes device 0 the data source as the runtime runs it: it starts
+    its queue's first tile (tile 0) at once and, under ``reuse``, keeps the last level-1 tile,
+    which the thieves (stealing from the front) leave to it; its tiles cost (1 + s) times more
+    because it also serves the steals. None: no device is special (the gateway shares the tiles).
+    """
     if devices < 1:
         raise PlanError(f"devices must be >= 1, got {devices}")
-    cost = plan.cost(reuse=True).tiles
-    free = [0.0] * devices
+    if source is not None and not source >= 0:
+        raise PlanError(f"source load must be >= 0, got {source}")
+    cost = {t.tile_id: t for t in plan.cost(reuse=True).tiles}
+    slow = [1.0 + (source or 0.0)] + [1.0] * (devices - 1) if source is not None else [1.0] * devices
+    free = [(0.0, d) for d in range(devices)]
     heapq.heapify(free)
-    if not reuse:
-        for f in sorted((t.flops for t in cost), reverse=True):
-            heapq.heappush(free, heapq.heappop(free) + f)
-        return max(free), float(sum(t.flops for t in cost))
-    done: dict[int, float] = {}
-    for t in sorted((t for t in cost if t.level == 0), key=lambda t: -t.flops):
-        done[t.tile_id] = heapq.heappop(free) + t.flops
-        heapq.heappush(free, done[t.tile_id])
+
+    def place(start_at: float, flops: float, device: int | None = None) -> float:
+        """Run a tile on ``device`` (default: the earliest free one) once it is ready."""
+        if device is None:
+            t, device = heapq.heappop(free)
+        else:
+            t = next(f for f, d in free if d == device)
+            free.remove((t, device))
+            heapq.heapify(free)
+        end = max(t, start_at) + flops * slow[device]
+        heapq.heappush(free, (end, device))
+        return end
+
     rp = plan.reuse
+    order0 = sorted(cost.values(), key=lambda t: -t.flops) if not reuse else \
+        sorted((cost[i] for i in rp.level0), key=lambda t: -t.flops)
+    pinned0 = 0 if source is not None and 0 in {t.tile_id for t in order0} else None
+    done: dict[int, float] = {}
+    if pinned0 is not None:
+        done[pinned0] = place(0.0, cost[pinned0].flops, device=0)
+    for t in order0:
+        if t.tile_id != pinned0:
+            done[t.tile_id] = place(0.0, t.flops)
+    if not reuse:
+        return max(f for f, _ in free), float(sum(t.flops for t in cost.values()))
     ready = []
-    for t in cost:
-        if t.level == 1:
-            nbs = rp.neighbours(t.tile_id).values()
-            ready.append((max((done[s] for s in nbs), default=0.0), -t.flops_reuse, t.tile_id))
+    for i in rp.level1:
+        nbs = rp.neighbours(i).values()
+        ready.append((max((done[s] for s in nbs), default=0.0), -cost[i].flops_reuse, i))
     end = max(done.values(), default=0.0)
-    for r, neg, tid in sorted(ready):
-        start = max(heapq.heappop(free), r)
-        end = max(end, start - neg)
-        heapq.heappush(free, start - neg)
-    return end, float(sum(t.flops_reuse for t in cost))
+    pinned1 = rp.level1[-1] if source is not None and rp.level1 else None
+    if pinned1 is not None:
+        r, neg, i = next(x for x in ready if x[2] == pinned1)
+        end = max(end, place(r, -neg, device=0))
+    for r, neg, i in sorted(ready):
+        if i != pinned1:
+            end = max(end, place(r, -neg))
+    return end, float(sum(t.flops_reuse for t in cost.values()))
 
 
 def balanced_cuts(
@@ -60,9 +93,11 @@ def balanced_cuts(
     devices: int,
     reuse: bool = True,
     max_evaluations: int = 400,
+    source: float | None = None,
 ) -> Cuts:
     """Cell boundaries (rows, cols) on layer L-1's output that minimise the modelled makespan
-    of the grid's tiles on ``devices`` devices (``reuse``: the WST-S two-level schedule)."""
+    of the grid's tiles on ``devices`` devices (``reuse``: the WST-S two-level schedule;
+    ``source``: device 0 is the data source, see schedule_makespan)."""
     n, m = (int(v) for v in grid)
     base = FTP(net, grid=(n, m), fused_layers=fused_layers)
     _, h, w = base.output_shape
@@ -74,7 +109,7 @@ def balanced_cuts(
         if k not in cache:
             try:
                 plan = FTP(net, grid=(n, m), fused_layers=fused_layers, cuts=k)
-                cache[k] = schedule_makespan(plan, devices, reuse)
+                cache[k] = schedule_makespan(plan, devices, reuse, source)
             except PlanError:
                 cache[k] = (float("inf"), float("inf"))
         return cache[k]

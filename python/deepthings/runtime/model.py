@@ -73,7 +73,9 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
     """Gateway side: its own workload and the files + spec it ships to edges and clients.
 
     ``balance=K`` (K >= 1) places the grid's cell boundaries so that K equal devices finish
-    their tiles together (``deepthings.ftp.balance``); the cuts travel in the spec."""
+    their tiles together (``deepthings.ftp.balance``), one of them being the frame's data
+    source except under work sharing (``wsh``: the gateway holds the tiles); the cuts travel in
+    the spec."""
     if desc.get("kind") == "synthetic":
         wl = SyntheticWorkload(tuple(desc["shape"]), tuple(grid), desc.get("passes", 2), desc.get("compute_s", 0.0))
         return wl, ModelFiles(wl.spec())
@@ -84,9 +86,10 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
     reuse = schedule in REUSE_SCHEDULES
     cuts = None
     if balance:
-        from deepthings.ftp.balance import balanced_cuts
+        from deepthings.ftp.balance import SOURCE_LOAD, balanced_cuts
 
-        cuts = balanced_cuts(net, grid, L, int(balance), reuse=reuse)
+        source = None if schedule == "wsh" else SOURCE_LOAD
+        cuts = balanced_cuts(net, grid, L, int(balance), reuse=reuse, source=source)
     wl = FTPWorkload(net, grid, L, reuse=reuse, cuts=cuts)
     files: dict[str, tuple[str, bytes]] = {}
     entries = [

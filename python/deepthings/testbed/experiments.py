@@ -530,12 +530,13 @@ def _modnn_throughput(settings: Settings, cfg: Path, weights: Path, k: int, n: i
 def _cost_model(cfg: Path, settings: Settings) -> dict:
     from deepthings.darknet import load_darknet
     from deepthings.ftp import FTP
-    from deepthings.ftp.balance import balanced_cuts
+    from deepthings.ftp.balance import SOURCE_LOAD, balanced_cuts
 
     net = load_darknet(cfg)
     out = {}
     for g in settings.grids:
-        cuts = balanced_cuts(net, g[:2], settings.fused, settings.max_devices) if _balanced(g) else None
+        # the cuts the gateway makes for the data-source schedules (runtime.model.prepare)
+        cuts = balanced_cuts(net, g[:2], settings.fused, settings.max_devices, source=SOURCE_LOAD) if _balanced(g) else None
         plan = FTP(net, grid=g[:2], fused_layers=settings.fused, cuts=cuts)
         c, cr = plan.cost(reuse=False), plan.cost(reuse=True)
         c_last, h_last, w_last = net.layers[settings.fused - 1].out_shape
