@@ -133,11 +133,12 @@ def test_balanced_uneven_grid_is_exact_and_reaches_the_edges(tmp_path):
     """Cluster(balance=True): the gateway's balanced cuts travel in the spec, every edge builds
     the same uneven plan, and the answer is still bit-identical to net.forward."""
     from deepthings.ftp import FTP
-    from deepthings.ftp.balance import balanced_cuts
+    from deepthings.ftp.balance import SOURCE_LOAD, balanced_cuts
 
     cfg = yolov2_cfg(tmp_path, 192)
     net = load_darknet(cfg, random_seed=0)
-    cuts = balanced_cuts(net, (4, 2), 16, devices=3, reuse=True)
+    # one of the edges is the data source (Cluster's default sources=1): the gateway balances for it
+    cuts = balanced_cuts(net, (4, 2), 16, devices=3, reuse=True, source=SOURCE_LOAD)
     even = FTP(net, grid=(4, 2), fused_layers=16)
     assert [t.out_region for t in FTP(net, grid=(4, 2), fused_layers=16, cuts=cuts).tiles] != [
         t.out_region for t in even.tiles

@@ -101,6 +101,10 @@ class EdgeConfig:
     # the emulated testbed (0.25-core quotas) it did not help (A/B, 10 rounds each: median
     # FTP-WST-S speedup 3.40x with 10, 3.58x without).
     worker_nice: int = 0
+    # A data source with idle edges waiting hands them their tiles before it starts its own
+    # (for at most this long): a thief that gets its tile late delays the whole frame, while
+    # the source, CPU-capped, would be throttled later in the period anyway. Testbed: ...
+    serve_first_s: float = 0.05
 
 
 class Edge:
@@ -181,6 +185,8 @@ class Edge:
         self._refs = 0
         self.frames_done = 0
         self.stats = {"tiles": 0, "stolen": 0, "given": 0, "refused": 0, "dropped": 0}
+        # (frame, steals still expected, until when): the worker waits for the thieves first
+        self._serve_first: tuple[int, int, float] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -203,7 +209,10 @@ class Edge:
             while not self._stop.is_set() and not (stop_event is not None and stop_event.is_set()):
                 if exit_when_sourced and self.config.source and self.ready and self.source_exhausted:
                     break
-                events = dict(self.poller.poll(timeout=int(self.hb_interval_s * 250)))
+                timeout = self.hb_interval_s * 0.25
+                if self._serve_first is not None:  # wake up when the hold ends
+                    timeout = min(timeout, max(0.001, self._serve_first[2] - time.monotonic()))
+                events = dict(self.poller.poll(timeout=int(timeout * 1000)))
                 if self.gw is not None and self.gw in events:
                     self._drain(self.gw, self._on_gateway)
                 if self.steal_sock in events:
@@ -326,7 +335,7 @@ class Edge:
         elif not self.ready:
             raise ProtocolError(f"gateway: {t} before the model is loaded")
         elif t == "FRAME":
-            self._on_frame(msg["frame"], msg.codes.get(0, msg.arrays[0]))
+            self._on_frame(msg["frame"], msg.codes.get(0, msg.arrays[0]), msg.get("idle"))
         elif t == "ACCEPT":
             self._on_accept(msg)
         elif t == "TASK":
@@ -407,7 +416,9 @@ class Edge:
         self._send_gw(make("READY"))
         self._report_queue()
 
-    def _on_frame(self, frame: int, x: "np.ndarray | Exact8") -> None:
+    def _on_frame(self, frame: int, x: "np.ndarray | Exact8", idle: Any = None) -> None:
+        """Partition a frame this edge is the data source of into its queue; ``idle``: how
+        many edges the gateway has waiting for work (they will come to steal at once)."""
         assert self.workload is not None
         if tuple(x.shape) != tuple(self.workload.input_shape):
             raise ProtocolError(f"gateway: FRAME {frame} shape {tuple(x.shape)} != {self.workload.input_shape}")
@@ -418,6 +429,8 @@ class Edge:
         ]
         self.queue.push_frame(tasks)
         self.asking = None  # the gateway drops a WORK_REQ of an edge that reports pending work
+        if type(idle) is int and idle > 0 and self.config.serve_first_s > 0 and self.current is None:
+            self._serve_first = (frame, min(idle, len(tasks) - 1), now + self.config.serve_first_s)
         self._report_queue()
 
     def _on_accept(self, msg: Message) -> None:
@@ -427,7 +440,7 @@ class Edge:
         x = tag[1]
         log.debug("ACCEPT ref %d -> frame %d", msg["ref"], msg["frame"])
         if msg["keep"]:
-            self._on_frame(msg["frame"], x)
+            self._on_frame(msg["frame"], x, msg.get("idle"))
         self._inflight[msg["ref"]] = (tag[0], x, msg["frame"])
 
     def _on_done(self, msg: Message) -> None:
@@ -656,6 +669,9 @@ class Edge:
         )
         self._send_gw(make("MOVED", frame=task.frame, tile=task.tile, thief=thief))
         self.stats["given"] += 1
+        if self._serve_first is not None and self._serve_first[0] == task.frame:
+            f, expected, until = self._serve_first
+            self._serve_first = (f, expected - 1, until) if expected > 1 else None
         steal_log.info("event=steal_given victim=%s thief=%d frame=%d tile=%d", self.peer_id, thief, task.frame, task.tile)
         self._report_queue()
 
@@ -675,6 +691,11 @@ class Edge:
             return
         self._submit_own_frames()
         if self.current is None and self.parked is None:
+            if self._serve_first is not None:
+                if now < self._serve_first[2]:
+                    return  # the thieves first (EdgeConfig.serve_first_s)
+                steal_log.info("event=serve_first_timeout frame=%d missing=%d", self._serve_first[0], self._serve_first[1])
+                self._serve_first = None
             task = self.queue.pop_own()
             if task is not None:
                 self._report_queue()

@@ -292,13 +292,15 @@ class Gateway:
             st.codes = msg.codes[0].codes.copy()
         st.bytes_in += nbytes
         self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
-        self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep))
+        # idle: the edges waiting for work, which will steal from the source at once
+        idle = sum(1 for p in self.waiting if p != source)
+        self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep, idle=idle))
         if source == GATEWAY:
             for t in range(st.n_tiles):
                 self.gqueue.push(st.frame, t, self.workload.level(t))
         elif not keep:
             src = self.members.peers[source]
-            st.bytes_out += self._send(src, make("FRAME", [self._frame_input(st)], frame=st.frame))
+            st.bytes_out += self._send(src, make("FRAME", [self._frame_input(st)], frame=st.frame, idle=idle))
         self._dispatch(now)
 
     def _reattach(self, peer: Peer, msg: Message, x: np.ndarray, now: float) -> bool:

@@ -35,8 +35,10 @@ SUBMIT       client/source edge -> gateway: ref (client's own id), keep (bool: t
              ACCEPT gave it: a peer that rejoined submits again and the gateway re-attaches the
              frame to the new connection if it still has it); [input CHW float32].
 ACCEPT       gateway -> submitter: ref, frame, keep (the submitting source edge partitions it);
-             the frame now has a gateway id.
-FRAME        gateway -> data-source edge: frame; [input]; partition it into the local queue.
+             the frame now has a gateway id. Optional idle (int): edges waiting for work, which
+             will come to steal at once (the source serves them before starting its own tile).
+FRAME        gateway -> data-source edge: frame; [input]; optional idle (as in ACCEPT);
+             partition it into the local queue.
 QUEUE        edge -> gateway: pending (int), frames (list[int]); what the edge's queue holds,
              sent when it changes; the gateway's victim list is built from it.
 WORK_REQ     edge -> gateway: the edge is idle and wants a task (or a victim to steal from);
