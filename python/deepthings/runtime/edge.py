@@ -103,7 +103,8 @@ class EdgeConfig:
     worker_nice: int = 0
     # A data source with idle edges waiting hands them their tiles before it starts its own
     # (for at most this long): a thief that gets its tile late delays the whole frame, while
-    # the source, CPU-capped, would be throttled later in the period anyway. Testbed: ...
+    # the source, CPU-capped, would be throttled later in the period anyway (on the testbed
+    # the level-0 steals of a frame now all land within ~30 ms, where some took 50-100 ms).
     serve_first_s: float = 0.05
 
 
