@@ -104,7 +104,7 @@ class EdgeConfig:
     # A data source with idle edges waiting hands them their tiles before it starts its own
     # (for at most this long): a thief that gets its tile late delays the whole frame, while
     # the source, CPU-capped, would be throttled later in the period anyway (on the testbed
-    # the level-0 steals of a frame now all land within ~30 ms, where some took 50-100 ms).
+    # the level-0 steals of a frame landed within ~30 ms, where some had taken 50-60 ms).
     serve_first_s: float = 0.05
 
 
