@@ -12,6 +12,7 @@ import pytest
 from conftest import DARKNET_CFGS, IMAGES, YOLO_FASTEST
 from deepthings.darknet import load_darknet
 from deepthings.runtime.cluster import Cluster
+from runtime_helpers import yolov2_cfg_text
 
 FASTEST_CFG = YOLO_FASTEST / "yolo-fastest-1.1.cfg"
 FASTEST_WEIGHTS = YOLO_FASTEST / "yolo-fastest-1.1.weights"
@@ -19,15 +20,8 @@ FASTEST_WEIGHTS = YOLO_FASTEST / "yolo-fastest-1.1.weights"
 
 def yolov2_cfg(tmp_dir: Path, size: int) -> Path:
     """YOLOv2 with its input shrunk to size x size (keeps the tests fast; same layers)."""
-    text = (DARKNET_CFGS / "yolov2.cfg").read_text()
-    lines = []
-    for line in text.splitlines():
-        key = line.split("=")[0].strip()
-        if key in ("width", "height"):
-            line = f"{key}={size}"
-        lines.append(line)
     path = tmp_dir / f"yolov2-{size}.cfg"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(yolov2_cfg_text(size))
     return path
 
 

@@ -7,29 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import DARKNET_CFGS
 from deepthings.darknet import network_from_cfg_text
 from deepthings.runtime.edge import Edge, EdgeConfig
 from deepthings.runtime.model import build_workload
 from deepthings.runtime.protocol import make
 from deepthings.runtime.scheduler import LocalTask
 from deepthings.runtime.workload import FTPWorkload
+from runtime_helpers import yolov2_cfg_text
 
 GRID = (3, 3)
 TILE = 1  # level 1: its level-0 neighbours are 0, 2 and 4
 
 
-def _cfg(size: int = 96) -> str:
-    lines = []
-    for line in (DARKNET_CFGS / "yolov2.cfg").read_text().splitlines():
-        key = line.split("=")[0].strip()
-        lines.append(f"{key}={size}" if key in ("width", "height") else line)
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture(scope="module")
 def setup():
-    net = network_from_cfg_text(_cfg(), random_seed=0, upto=16)
+    net = network_from_cfg_text(yolov2_cfg_text(96), random_seed=0, upto=16)
     wl = FTPWorkload(net, GRID, 16, reuse=True)
     x = np.random.default_rng(1).random(net.input_shape, dtype=np.float32)
     published = {}

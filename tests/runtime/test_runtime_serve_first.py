@@ -10,26 +10,18 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import DARKNET_CFGS
 from deepthings.darknet import network_from_cfg_text
 from deepthings.runtime import transport
 from deepthings.runtime.edge import Edge, EdgeConfig
 from deepthings.runtime.model import build_workload
 from deepthings.runtime.protocol import make
 from deepthings.runtime.workload import FTPWorkload
-
-
-def _cfg(size: int = 96) -> str:
-    lines = []
-    for line in (DARKNET_CFGS / "yolov2.cfg").read_text().splitlines():
-        key = line.split("=")[0].strip()
-        lines.append(f"{key}={size}" if key in ("width", "height") else line)
-    return "\n".join(lines) + "\n"
+from runtime_helpers import yolov2_cfg_text
 
 
 @pytest.fixture()
 def source():
-    net = network_from_cfg_text(_cfg(), random_seed=0, upto=16)
+    net = network_from_cfg_text(yolov2_cfg_text(96), random_seed=0, upto=16)
     wl = FTPWorkload(net, (3, 3), 16, reuse=True)
     edge = Edge(EdgeConfig(gateway="tcp://127.0.0.1:9", name="src", source=True, advertise_host="127.0.0.1",
                            serve_first_s=0.05), None, build_workload)
