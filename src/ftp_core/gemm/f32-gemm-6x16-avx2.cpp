@@ -4,6 +4,7 @@
 // the same fmadd sequence in both, so the result does not depend on which one ran.
 #include <immintrin.h>
 
+#include "ftp_core/gemm/edge_tile.hpp"
 #include "ftp_core/gemm/gemm.hpp"
 
 namespace ftp {
@@ -56,25 +57,12 @@ inline void tile_6xNV(size_t kc, const float* a, const float* b, size_t ldb, flo
 void f32_gemm_6x16_avx2(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                         size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 6, NR = 16;
-  const bool full = (m == MR && n == NR);
-  alignas(32) float tmp[MR * NR];
-  float* cc = c;
-  size_t ld = ldc;
-  if (!full) {
-    // Edge tile: work on a full-size scratch tile, copy the valid part in and out.
-    cc = tmp;
-    ld = NR;
-    if (flags & kLoadC)
-      for (size_t i = 0; i < MR; ++i)
-        for (size_t j = 0; j < NR; ++j) tmp[i * NR + j] = (i < m && j < n) ? c[i * ldc + j] : 0.f;
-  }
-  if (n <= 8)
-    tile_6xNV<1>(kc, a, b, ldb, cc, ld, bias, flags);
-  else
-    tile_6xNV<2>(kc, a, b, ldb, cc, ld, bias, flags);
-  if (!full)
-    for (size_t i = 0; i < m; ++i)
-      for (size_t j = 0; j < n; ++j) c[i * ldc + j] = tmp[i * NR + j];
+  on_tile<MR, NR>(m == MR && n == NR, c, ldc, m, n, flags, [&](float* cc, size_t ld) {
+    if (n <= 8)
+      tile_6xNV<1>(kc, a, b, ldb, cc, ld, bias, flags);
+    else
+      tile_6xNV<2>(kc, a, b, ldb, cc, ld, bias, flags);
+  });
 }
 
 }  // namespace ftp

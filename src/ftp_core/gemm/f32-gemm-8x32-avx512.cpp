@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include "ftp_core/gemm/edge_tile.hpp"
 #include "ftp_core/gemm/gemm.hpp"
 
 namespace ftp {
@@ -65,23 +66,12 @@ void f32_gemm_8x32_avx512(size_t kc, const float* a, const float* b, size_t ldb,
   const __mmask16 mk[2] = {
       n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u),
       n >= 32 ? (__mmask16)0xFFFF : (n <= 16 ? (__mmask16)0 : (__mmask16)((1u << (n - 16)) - 1u))};
-  alignas(64) float tmp[MR * NR];
-  float* cc = c;
-  size_t ld = ldc;
-  if (m != MR) {
-    cc = tmp;
-    ld = NR;
-    if (flags & kLoadC)
-      for (size_t i = 0; i < MR; ++i)
-        for (size_t j = 0; j < NR; ++j) tmp[i * NR + j] = (i < m && j < n) ? c[i * ldc + j] : 0.f;
-  }
-  if (n <= 16)
-    tile_8xNV<1>(kc, a, b, ldb, cc, ld, mk, bias, flags);
-  else
-    tile_8xNV<2>(kc, a, b, ldb, cc, ld, mk, bias, flags);
-  if (m != MR)
-    for (size_t i = 0; i < m; ++i)
-      for (size_t j = 0; j < n; ++j) c[i * ldc + j] = tmp[i * NR + j];
+  on_tile<MR, NR>(m == MR, c, ldc, m, n, flags, [&](float* cc, size_t ld) {
+    if (n <= 16)
+      tile_8xNV<1>(kc, a, b, ldb, cc, ld, mk, bias, flags);
+    else
+      tile_8xNV<2>(kc, a, b, ldb, cc, ld, mk, bias, flags);
+  });
 }
 
 }  // namespace ftp

@@ -4,6 +4,7 @@
 // multiply-adds, and every output lane sees the same fma sequence as in the full one.
 #include <arm_neon.h>
 
+#include "ftp_core/gemm/edge_tile.hpp"
 #include "ftp_core/gemm/gemm.hpp"
 
 namespace ftp {
@@ -64,24 +65,12 @@ inline void tile_8xNV(size_t kc, const float* a, const float* b, size_t ldb, flo
 void f32_gemm_8x8_neon_aarch64(size_t kc, const float* a, const float* b, size_t ldb, float* c, size_t ldc,
                                size_t m, size_t n, const float* bias, int flags) {
   constexpr int MR = 8, NR = 8;
-  const bool full = (m == MR && n == NR);
-  alignas(16) float tmp[MR * NR];
-  float* cc = c;
-  size_t ld = ldc;
-  if (!full) {
-    cc = tmp;
-    ld = NR;
-    if (flags & kLoadC)
-      for (size_t i = 0; i < MR; ++i)
-        for (size_t j = 0; j < NR; ++j) tmp[i * NR + j] = (i < m && j < n) ? c[i * ldc + j] : 0.f;
-  }
-  if (n <= 4)
-    tile_8xNV<1>(kc, a, b, ldb, cc, ld, bias, flags);
-  else
-    tile_8xNV<2>(kc, a, b, ldb, cc, ld, bias, flags);
-  if (!full)
-    for (size_t i = 0; i < m; ++i)
-      for (size_t j = 0; j < n; ++j) c[i * ldc + j] = tmp[i * NR + j];
+  on_tile<MR, NR>(m == MR && n == NR, c, ldc, m, n, flags, [&](float* cc, size_t ld) {
+    if (n <= 4)
+      tile_8xNV<1>(kc, a, b, ldb, cc, ld, bias, flags);
+    else
+      tile_8xNV<2>(kc, a, b, ldb, cc, ld, bias, flags);
+  });
 }
 
 }  // namespace ftp
