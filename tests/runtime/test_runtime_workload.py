@@ -56,6 +56,23 @@ def test_ftp_reuse_with_any_subset_of_neighbours_is_exact(fastest, present):
         np.testing.assert_array_equal(merged[f"layer{i}"], arr)
 
 
+def test_reuse_for_sends_only_the_pieces_the_tile_reads(fastest):
+    """The gateway's REUSE holds needed_pieces(t, present): no more than the tile reads."""
+    wl, _, x, _ = fastest
+    published = {t: wl.run(t, wl.crop(x, t)) for t in range(wl.n_tiles) if wl.level(t) == 0}
+    total_published = total_sent = 0
+    for t in range(wl.n_tiles):
+        if wl.level(t) != 1:
+            continue
+        data = wl.reuse_for(t, published)
+        needed = wl.plan.reuse.needed_pieces(t, wl.neighbours(t))
+        assert sorted(map(tuple, data.meta["pieces"])) == sorted((s, layer) for s, ls in needed.items() for layer in ls)
+        total_sent += sum(a.nbytes for a in data.arrays)
+        total_published += sum(4 * wl.net.layers[layer].out_shape[0] * r.area
+                               for s in wl.neighbours(t) for layer, r in wl.plan.reuse.publish_regions(s)[t].items())
+    assert 0 < total_sent <= total_published
+
+
 def test_edge_rebuilds_the_workload_from_shipped_files(fastest, tmp_path):
     wl, files, x, _ = fastest
     paths = {}

@@ -245,9 +245,9 @@ def plan_cost(plan: "FTP", reuse: bool = True) -> CostReport:
                 output_bytes=sum(4 * plan.layer_shape(e)[0] * t.export_regions[e].area for e in plan.exports),
                 published_bytes=rp.published_bytes(t.tile_id),
                 received_bytes=sum(
-                    4 * block[li].out_shape[0] * region.area
-                    for src in rp.neighbours(t.tile_id).values()
-                    for li, region in rp.publish_regions(src).get(t.tile_id, {}).items()
+                    4 * block[li].out_shape[0] * rp.publish_regions(src)[t.tile_id][li].area
+                    for src, layers in rp.needed_pieces(t.tile_id, rp.neighbours(t.tile_id).values()).items()
+                    for li in layers
                 ),
                 input_bytes_reuse=4 * c0 * rp.input_region(t.tile_id, rp.neighbours(t.tile_id).values()).area,
             )

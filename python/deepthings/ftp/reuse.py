@@ -9,7 +9,10 @@ the neighbours, not their whole overlap), and assembles each layer's input from 
 and the neighbours' pieces. Any neighbour may be missing: that side is simply computed by the
 tile itself (fallback), so the result is exact for every subset and order of arrivals. A
 neighbour counts as present only with all the layers it publishes for the tile (partial data
-from one neighbour is ignored, and that side falls back). DAG blocks (route/shortcut/upsample)
+from one neighbour is ignored, and that side falls back). "All the layers" means those the
+tile reads given the neighbours present (``needed_pieces``): with both neighbours of a strip
+present, the early layers come entirely from them and the tile reads no input, so a cache
+sends only the pieces that intersect what the tile then holds. DAG blocks (route/shortcut/upsample)
 work unchanged: every layer's region is cut independently and assembled before its consumers.
 
 API used by the runtime (gateway caches published data per frame and source tile)::
@@ -28,6 +31,7 @@ API used by the runtime (gateway caches published data per frame and source tile
     rp.compute_regions(t, present) -> [Region per layer]  # what t computes itself
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
     rp.input_region(t, present) -> Region                # part of the network input t reads
+    rp.needed_pieces(t, present) -> {src: {layer, ...}}  # published pieces t then reads
     rp.run(t, x, neighbour_data=None)                # dispatches on the level
     rp.data_for(t, {src: published_by_src})          # a level-1 tile's neighbour_data from a cache
 
@@ -76,6 +80,7 @@ class ReusePlan:
         self._traces = {t.tile_id: _trace_tuple(t) for t in plan.tiles}
         self._seeds = {t.tile_id: [(e, r.as_tuple()) for e, r in t.export_regions.items()] for t in plan.tiles}
         self._steps: dict[tuple[int, frozenset[int]], list[Step]] = {}
+        self._needed: dict[tuple[int, frozenset[int]], dict[int, frozenset[int]]] = {}
         # _publish[src][dest][layer]: what level-0 tile src publishes for level-1 tile dest.
         self._publish: dict[int, dict[int, dict[int, Region]]] = {t: {} for t in self.level0}
         h, w = plan.input_shape[1], plan.input_shape[2]
@@ -163,6 +168,27 @@ class ReusePlan:
                 )
         return box if tile.level == 1 else tile.input_region
 
+    def needed_pieces(self, tile_id: int, present: Iterable[int]) -> dict[int, frozenset[int]]:
+        """{neighbour: layers} of the pieces a level-1 tile reads when ``present`` have arrived:
+        those of the present neighbours' published pieces that meet what the tile holds of
+        their layer. The rest of a publication (kept for other arrival orders) is never read."""
+        adj = frozenset(self._adjacent(tile_id).values())
+        have = frozenset(int(p) for p in present) & adj
+        key = (tile_id, have)
+        hit = self._needed.get(key)
+        if hit is not None:
+            return hit
+        steps = self.steps(tile_id, have)
+        out = {}
+        for src in sorted(have):
+            regions = self._publish.get(src, {}).get(tile_id, {})
+            out[src] = frozenset(
+                layer for layer, region in regions.items()
+                if steps[layer].active and not region.intersect(steps[layer].need).empty
+            )
+        self._needed[key] = out
+        return out
+
     def compute_regions(self, tile_id: int, present: Iterable[int] = ()) -> list[Region]:
         """Per layer, the region a tile computes itself given the neighbours whose data is present."""
         return [s.compute if s.active else EMPTY for s in self.steps(tile_id, present)]
@@ -195,8 +221,7 @@ class ReusePlan:
             raise PlanError(f"tile {tile_id} is a level-0 tile; use run_level0")
         tile = self.plan.tiles[tile_id]
         adj = set(self._adjacent(tile_id).values())
-        present: set[int] = set()
-        provided: dict[int, list[tuple[Region, np.ndarray]]] = {}
+        given: dict[int, dict[int, tuple[Region, np.ndarray]]] = {}
         for src, layers in (neighbour_data or {}).items():
             src = int(src)
             if src not in adj:
@@ -216,11 +241,21 @@ class ReusePlan:
                         f"{arr.dtype}, expected {want} float32"
                     )
                 pieces.append((layer, region, arr))
-            if {p[0] for p in pieces} != set(regions):
-                continue  # partial data from this neighbour: fall back on that side
-            present.add(src)
-            for layer, region, arr in pieces:
-                provided.setdefault(layer, []).append((region, arr))
+            given[src] = {layer: (region, arr) for layer, region, arr in pieces}
+        # A neighbour is present when it gave every piece the tile reads with the neighbours
+        # present; with fewer present the tile holds more, so drop the incomplete ones until
+        # the rest are complete (partial data from a neighbour: that side falls back).
+        present = set(given)
+        while True:
+            needed = self.needed_pieces(tile_id, present)
+            short = {src for src in present if not needed[src] <= set(given[src])}
+            if not short:
+                break
+            present -= short
+        provided: dict[int, list[tuple[Region, np.ndarray]]] = {}
+        for src in sorted(present):
+            for layer in sorted(needed[src]):
+                provided.setdefault(layer, []).append(given[src][layer])
         steps = self.steps(tile_id, present)
         # Besides the whole input and the tile's crop, accept the smaller crop it reads with
         # these neighbours present (input_region(t, present)): less data to send.

@@ -315,17 +315,26 @@ class FTPWorkload:
                     raise ProtocolError(f"tile {tile}: published {pair} has shape {tuple(arr.shape)}, expected {want}")
 
     def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
-        """The cached pieces the level-0 neighbours published for ``tile`` (None: none yet)."""
+        """The cached pieces the level-0 neighbours published for ``tile`` that it reads with
+        those neighbours present (None: none yet). The rest of a publication covers arrival
+        orders that did not happen (e.g. half the bytes of a 12x1 strip's with both in)."""
         if self._rp is None or self.level(tile) != 1:
             return None
-        pairs, arrays = [], []
+        mine = {}
         for src in sorted(published):
             out = published[src]
             n_out = len(out.arrays) - out.n_publish
-            for pair, arr in zip(out.meta.get("publish", []), out.arrays[n_out:]):
-                if pair[0] == tile:
-                    pairs.append([int(src), int(pair[1])])
-                    arrays.append(arr)
+            pieces = {int(pair[1]): arr for pair, arr in zip(out.meta.get("publish", []), out.arrays[n_out:])
+                      if pair[0] == tile}
+            if pieces:
+                mine[int(src)] = pieces
+        needed = self._rp.needed_pieces(tile, mine)
+        pairs, arrays = [], []
+        for src, pieces in mine.items():
+            for layer in sorted(needed.get(src, ())):
+                if layer in pieces:
+                    pairs.append([src, layer])
+                    arrays.append(pieces[layer])
         if not arrays:
             return None
         return ReuseData(arrays, {"pieces": pairs})
