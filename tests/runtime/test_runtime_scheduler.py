@@ -33,6 +33,21 @@ def test_victim_list_round_robin_excludes_thief_and_idle_edges():
     assert len(v) == 0 and v.next() is None
 
 
+def test_victim_list_prefers_victims_with_tiles_of_the_wanted_level():
+    """An idle WST-S thief goes where level-0 tiles wait (it can start them at once), a busy
+    one prefetching where level-1 tiles wait; any victim when none qualifies."""
+    v = VictimList()
+    v.update(1, 1, level0=0)  # a thief holding a prefetched level-1 tile
+    v.update(2, 6, level0=1)  # the data source: one level-0 tile left, five level-1
+    assert [v.next(exclude=9, level=0) for _ in range(3)] == [2, 2, 2]
+    assert v.next(exclude=2, level=0) == 1  # nobody else has level-0 work
+    v.update(3, 2, level0=2)
+    assert v.next(exclude=9, level=1) in (1, 2)
+    assert {v.next(exclude=9, level=1) for _ in range(4)} == {1, 2}
+    v.update(4, 2)  # level0 not reported (older edge): eligible for anything
+    assert 4 in {v.next(exclude=9, level=0) for _ in range(6)}
+
+
 def test_steal_pays_only_when_transfer_beats_the_wait():
     assert steal_pays(None, 10.0)
     assert steal_pays(0.05, 0.01)

@@ -177,7 +177,7 @@ class Edge:
         self._last_gw_rx = 0.0
         self._last_gw_tx = 0.0
         self._hello_at = 0.0
-        self._reported_pending = -1
+        self._reported_pending: tuple[int, int] | None = None
         self._avg_compute_s: float | None = None
         # My submitted frames: ref -> (tag, input, gateway frame id once accepted). The input is
         # kept until DONE: after a rejoin the frame is submitted again (see _connect).
@@ -413,7 +413,7 @@ class Edge:
 
     def _become_ready(self) -> None:
         self.ready = True
-        self._reported_pending = -1
+        self._reported_pending = None
         self._send_gw(make("READY"))
         self._report_queue()
 
@@ -505,18 +505,24 @@ class Edge:
             if not (isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int and type(entry[1]) is int
                     and isinstance(entry[2], str)):
                 raise ProtocolError(f"gateway: REUSE peer entry {entry!r} is malformed")
-            src, holder, addr = entry
+        # Only the pieces the tile reads with these neighbours present (None: all of them).
+        needed = getattr(self.workload, "needed_pieces", None)
+        wanted = needed(task.tile, [e[0] for e in peers]) if needed is not None else None
+        for src, holder, addr in peers:
+            layers_wanted = sorted(wanted.get(src, ())) if wanted is not None else None
             if holder == self.peer_id:
                 layers = self._held.get((task.frame, src), {}).get(task.tile)
                 if layers:
-                    self._add_pieces(task, src, sorted(layers), [layers[k] for k in sorted(layers)])
+                    keys = [k for k in sorted(layers) if layers_wanted is None or k in layers_wanted]
+                    self._add_pieces(task, src, keys, [layers[k] for k in keys])
                 continue
             try:
                 addr = transport.tcp_address(addr)
             except ClusterError:
                 continue  # that side is computed here
             self._victim_socket(addr)
-            transport.send(self._victims[addr], make("PIECES_REQ", frame=task.frame, src=src, dest=task.tile))
+            extra = {} if layers_wanted is None else {"layers": layers_wanted}
+            transport.send(self._victims[addr], make("PIECES_REQ", frame=task.frame, src=src, dest=task.tile, **extra))
             self._fetching[src] = addr
         self._parked_at = time.monotonic()
         if not self._fetching:
@@ -559,7 +565,10 @@ class Edge:
 
     def _on_pieces_req(self, identity: bytes, msg: Message) -> None:
         layers = self._held.get((msg["frame"], msg["src"]), {}).get(msg["dest"], {})
+        want = msg.get("layers")
         keys = sorted(layers)
+        if isinstance(want, list):
+            keys = [k for k in keys if k in want]
         reply = make("PIECES", [layers[k] for k in keys], frame=msg["frame"], src=msg["src"], dest=msg["dest"],
                      meta={"layers": keys})
         transport.send(self.steal_sock, reply, identity)
@@ -682,10 +691,10 @@ class Edge:
 
     # ------------------------------------------------------------------ running tiles
     def _report_queue(self) -> None:
-        pending = len(self.queue)
-        if self.ready and pending != self._reported_pending:
-            self._reported_pending = pending
-            self._send_gw(make("QUEUE", pending=pending, frames=self.queue.frames()))
+        state = (len(self.queue), self.queue.count_level(0))
+        if self.ready and state != self._reported_pending:
+            self._reported_pending = state
+            self._send_gw(make("QUEUE", pending=state[0], frames=self.queue.frames(), level0=state[1]))
 
     def _dispatch(self, now: float) -> None:
         if not self.ready:
@@ -732,11 +741,12 @@ class Edge:
                 and bool(self.workload.supports_reuse))
 
     def _work_req(self) -> Message:
-        if self._empty_victim is None:
-            return make("WORK_REQ")
-        msg = make("WORK_REQ", empty=self._empty_victim)
-        self._empty_victim = None
-        return msg
+        # Busy: a prefetch (level-1 tiles only), so the gateway picks a victim that has them.
+        extra: dict[str, Any] = {"prefetch": True} if self.current is not None else {}
+        if self._empty_victim is not None:
+            extra["empty"] = self._empty_victim
+            self._empty_victim = None
+        return make("WORK_REQ", **extra)
 
     def _needs_reuse_fetch(self, task: LocalTask) -> bool:
         """A WST-S level-1 tile that has not yet asked the gateway's overlap cache."""

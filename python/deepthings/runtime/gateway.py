@@ -95,6 +95,7 @@ class Gateway:
         self.gqueue = GatewayQueue()
         self.events = EventLog()
         self.waiting: dict[int, float] = {}  # idle edges waiting for work, in arrival order
+        self._prefetching: set[int] = set()  # waiting edges that are busy (WST-S level-1 prefetch)
         # REUSE_REQs waiting for neighbours' data: (deadline, peer id, frame, tile)
         self._reuse_waits: list[tuple[float, int, int, int]] = []
         self._l0_compute_s: float | None = None  # running mean of level-0 tiles' compute time
@@ -293,7 +294,7 @@ class Gateway:
         st.bytes_in += nbytes
         self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
         # idle: the edges waiting for work, which will steal from the source at once
-        idle = sum(1 for p in self.waiting if p != source)
+        idle = sum(1 for p in self.waiting if p != source and p not in self._prefetching)
         self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep, idle=idle))
         if source == GATEWAY:
             for t in range(st.n_tiles):
@@ -337,7 +338,8 @@ class Gateway:
     def _on_queue(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         pending = max(0, msg["pending"])
         peer.pending = pending
-        self.victims.update(peer.peer_id, pending)
+        level0 = msg.fields.get("level0")
+        self.victims.update(peer.peer_id, pending, level0 if type(level0) is int else None)
         if pending:
             self.waiting.pop(peer.peer_id, None)  # it has its own work now: not idle
             self._dispatch(now)
@@ -350,6 +352,10 @@ class Gateway:
             # That victim answered NO_WORK: off the list until its next QUEUE report.
             self.victims.update(empty, 0)
         self.waiting.setdefault(peer.peer_id, now)
+        if msg.fields.get("prefetch") is True:
+            self._prefetching.add(peer.peer_id)
+        else:
+            self._prefetching.discard(peer.peer_id)
         self._dispatch(now)
 
     def _on_moved(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
@@ -494,7 +500,8 @@ class Gateway:
                 continue
             if self.config.schedule == "wsh":
                 break  # nothing to share; the edges wait to be served
-            victim_id = self.victims.next(exclude=peer_id)
+            level = (1 if peer_id in self._prefetching else 0) if self.reuse else None
+            victim_id = self.victims.next(exclude=peer_id, level=level)
             victim = self.members.peers.get(victim_id) if victim_id is not None else None
             if victim is None or victim.steal_addr is None:
                 continue  # nobody else has work for this one; the next waiting edge may differ
@@ -535,6 +542,7 @@ class Gateway:
         self.members.leave(peer.peer_id)
         self.victims.remove(peer.peer_id)
         self.waiting.pop(peer.peer_id, None)
+        self._prefetching.discard(peer.peer_id)
         self._last_sent.pop(peer.peer_id, None)
         self._drained_at.pop(peer.peer_id, None)
         held = self.book.held_by(peer.peer_id)

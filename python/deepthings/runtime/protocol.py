@@ -40,10 +40,12 @@ ACCEPT       gateway -> submitter: ref, frame, keep (the submitting source edge 
 FRAME        gateway -> data-source edge: frame; [input]; optional idle (as in ACCEPT);
              partition it into the local queue.
 QUEUE        edge -> gateway: pending (int), frames (list[int]); what the edge's queue holds,
-             sent when it changes; the gateway's victim list is built from it.
+             sent when it changes; the gateway's victim list is built from it. Optional level0
+             (int): how many of them are level-0 tiles (WST-S victims are chosen by level).
 WORK_REQ     edge -> gateway: the edge is idle and wants a task (or a victim to steal from);
              optional empty (the victim that just answered NO_WORK: the gateway's view of
-             its queue is stale until it reports QUEUE again).
+             its queue is stale until it reports QUEUE again); optional prefetch (true: the
+             edge is busy and wants a level-1 tile ahead, so a victim holding those).
 TASK         gateway -> edge, or victim -> thief: frame, tile, level, meta (dict);
              [tile input crop, *reuse arrays].
 VICTIM       gateway -> edge: victim (peer id), addr (str); steal from there.
@@ -54,10 +56,13 @@ MOVED        victim -> gateway: frame, tile, thief; step 2 (confirm): the task l
              queue for the thief, so the gateway knows who holds it.
 REUSE_REQ    edge -> gateway: frame, tile; a level-1 WST-S tile asks for its neighbours'
              overlap data.
-REUSE        gateway -> edge: frame, tile, meta (dict); [overlap arrays] (may be empty: fallback).
-             Under ``wst-sp`` no arrays: meta.peers says which edge holds each neighbour's data.
+REUSE        gateway -> edge: frame, tile, meta (dict); [overlap arrays] (may be empty: fallback):
+             the pieces the tile reads with the neighbours that have published (not the rest
+             of their publications). Under ``wst-sp`` no arrays: meta.peers says which edge
+             holds each neighbour's data.
 PIECES_REQ   edge -> edge (steal server): frame, src, dest; ``wst-sp``: the overlap data level-0
-             tile src computed for level-1 tile dest, from the edge that computed it.
+             tile src computed for level-1 tile dest, from the edge that computed it; optional
+             layers (list[int]): only those (the ones dest reads with the neighbours listed).
 PIECES       edge -> edge: frame, src, dest, meta {layers: [int, ...]}; [one array per layer]
              (no arrays: not held any more, the asker computes that side itself).
 RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile outputs...,

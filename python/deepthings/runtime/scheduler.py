@@ -116,25 +116,39 @@ class VictimList:
     """Round-robin list of edges that registered pending work (DeepThings' gateway list)."""
 
     def __init__(self) -> None:
-        self._order: OrderedDict[int, int] = OrderedDict()
+        # peer id -> (pending, level-0 tasks among them; None: not reported)
+        self._order: OrderedDict[int, tuple[int, int | None]] = OrderedDict()
 
-    def update(self, peer_id: int, pending: int) -> None:
-        """Record an edge's queue length; an edge with nothing pending leaves the list."""
+    def update(self, peer_id: int, pending: int, level0: int | None = None) -> None:
+        """Record an edge's queue length (and how many of those are level-0 tiles); an edge
+        with nothing pending leaves the list."""
         if pending > 0:
-            self._order[peer_id] = pending
+            self._order[peer_id] = (pending, None if level0 is None else max(0, min(level0, pending)))
         else:
             self._order.pop(peer_id, None)
 
     def remove(self, peer_id: int) -> None:
         self._order.pop(peer_id, None)
 
-    def next(self, exclude: int | None = None) -> int | None:
-        """The next victim in round-robin order, never ``exclude`` (the thief itself)."""
-        for peer_id in list(self._order):
-            self._order.move_to_end(peer_id)
-            if peer_id != exclude:
-                return peer_id
-        return None
+    def next(self, exclude: int | None = None, level: int | None = None) -> int | None:
+        """The next victim in round-robin order, never ``exclude`` (the thief itself).
+
+        ``level`` 0 (an idle thief under WST-S) prefers victims holding level-0 tiles, which
+        it can start at once, and 1 (a busy thief prefetching) victims holding level-1 tiles:
+        an idle edge handed a level-1 tile whose neighbours are not computed yet would wait
+        while a level-0 tile waits in another queue. Others when none qualifies."""
+        def fits(entry: tuple[int, int | None]) -> bool:
+            pending, level0 = entry
+            if level is None or level0 is None:
+                return True
+            return level0 > 0 if level == 0 else pending - level0 > 0
+
+        candidates = [p for p in self._order if p != exclude]
+        if not candidates:
+            return None
+        chosen = next((p for p in candidates if fits(self._order[p])), candidates[0])
+        self._order.move_to_end(chosen)
+        return chosen
 
     def __contains__(self, peer_id: int) -> bool:
         return peer_id in self._order
@@ -225,6 +239,9 @@ class LocalQueue:
 
     def frames(self) -> list[int]:
         return sorted({t.frame for t in self._q})
+
+    def count_level(self, level: int) -> int:
+        return sum(1 for t in self._q if t.level == level)
 
     def drop_frame(self, frame: int) -> int:
         """Forget a frame's queued tasks (the gateway finished it through someone else)."""

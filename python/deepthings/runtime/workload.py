@@ -284,6 +284,12 @@ class FTPWorkload:
             return []
         return sorted(int(v) for v in self._rp.neighbours(tile).values())
 
+    def needed_pieces(self, tile: int, present: list[int]) -> dict[int, frozenset[int]]:
+        """{neighbour: layers} a level-1 tile reads when ``present`` neighbours have published."""
+        if self._rp is None or self.level(self._tile(tile).tile_id) != 1:
+            return {}
+        return self._rp.needed_pieces(tile, [int(p) for p in present if type(p) is int])
+
     def check_reuse(self, tile: int, reuse: ReuseData) -> None:
         """ProtocolError unless ``reuse`` holds pieces the plan says tile's neighbours publish for it."""
         self._neighbour_data(tile, reuse)
