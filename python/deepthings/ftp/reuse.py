@@ -182,10 +182,13 @@ class ReusePlan:
         out = {}
         for src in sorted(have):
             regions = self._publish.get(src, {}).get(tile_id, {})
-            out[src] = frozenset(
+            read = frozenset(
                 layer for layer, region in regions.items()
                 if steps[layer].active and not region.intersect(steps[layer].need).empty
             )
+            # A neighbour the tile reads nothing from still has to show it is present (or the
+            # tile computes its side): it then sends its whole publication.
+            out[src] = read if read or not regions else frozenset(regions)
         self._needed[key] = out
         return out
 

@@ -286,7 +286,7 @@ class FTPWorkload:
 
     def needed_pieces(self, tile: int, present: list[int]) -> dict[int, frozenset[int]]:
         """{neighbour: layers} a level-1 tile reads when ``present`` neighbours have published."""
-        if self._rp is None or self.level(self._tile(tile).tile_id) != 1:
+        if self._rp is None or self._tile(tile).level != 1:
             return {}
         return self._rp.needed_pieces(tile, [int(p) for p in present if type(p) is int])
 
