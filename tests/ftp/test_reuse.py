@@ -247,3 +247,28 @@ def test_only_the_needed_pieces_are_read(dag_net, grid):
                         np.testing.assert_array_equal(rp.run_level1(t, x, short, "native"), want)
     if grid[1] == 1:
         assert trimmed_somewhere
+
+
+@pytest.mark.parametrize("grid", [(3, 3), (5, 1)])
+def test_core_publication_serves_the_all_present_case(dag_net, grid):
+    """run_level0(pieces=core_pieces) publishes exactly what each neighbour reads with all its
+    neighbours present (the same arrays as the full publication's), and that is enough for a
+    bit-exact level-1 tile; on strips it is a strict subset of the publication."""
+    plan = FTP(dag_net, grid=grid, fused_layers=9)
+    rp = plan.reuse
+    x = np.random.default_rng(7).standard_normal(dag_net.input_shape).astype(np.float32)
+    full = {t: rp.run_level0(t, x, "native")[1] for t in rp.level0}
+    core = {t: rp.run_level0(t, x, "native", pieces=rp.core_pieces(t))[1] for t in rp.level0}
+    smaller = False
+    for src in rp.level0:
+        assert {d: set(ls) for d, ls in core[src].items()} == {d: set(ls) for d, ls in rp.core_pieces(src).items()}
+        for dest, layers in core[src].items():
+            assert set(layers) == set(rp.needed_pieces(dest, rp.neighbours(dest).values())[src])
+            for layer, arr in layers.items():
+                np.testing.assert_array_equal(arr, full[src][dest][layer])
+            smaller |= len(layers) < len(full[src][dest])
+    for t in rp.level1:
+        np.testing.assert_array_equal(rp.run_level1(t, x, rp.data_for(t, core), "native"), plan.run_tile(t, x, "native"))
+    assert rp.core_pieces(rp.level1[0]) == {}
+    if grid[1] == 1:
+        assert smaller

@@ -12,6 +12,7 @@ from deepthings.runtime.model import build_workload, describe_model, prepare
 from deepthings.runtime.workload import SyntheticWorkload, TileOutput, grid_bounds
 
 from conftest import YOLO_FASTEST
+from runtime_helpers import yolov2_cfg_text
 
 
 @settings(max_examples=40)
@@ -71,6 +72,46 @@ def test_reuse_for_sends_only_the_pieces_the_tile_reads(fastest):
         total_published += sum(4 * wl.net.layers[layer].out_shape[0] * r.area
                                for s in wl.neighbours(t) for layer, r in wl.plan.reuse.publish_regions(s)[t].items())
     assert 0 < total_sent <= total_published
+
+
+def test_wst_s_sends_the_core_publication_and_reuse_for_skips_incomplete_neighbours(tmp_path):
+    """Under wst-s a level-0 tile returns only its core pieces (wst-sp: all, it holds them). With
+    a neighbour missing, a present one whose core lacks what the tile then reads gets nothing
+    into REUSE (the tile would ignore it), and the tile still comes out exact."""
+    cfg = tmp_path / "yolov2-96.cfg"
+    cfg.write_text(yolov2_cfg_text(96))  # YOLOv2 strips: the core is a fifth of the publication
+    desc = describe_model(cfg, None, 0)
+    wl, files = prepare(desc, (4, 1), 16, "wst-s")
+    wl_sp, files_sp = prepare(desc, (4, 1), 16, "wst-sp")
+    x = np.random.default_rng(1).random(wl.net.input_shape, dtype=np.float32)
+    assert wl.publish == "core" and files.spec["publish"] == "core"
+    assert wl_sp.publish == "all" and files_sp.spec["publish"] == "all"
+    rp = wl.plan.reuse
+    core = {t: wl.run(t, wl.crop(x, t)) for t in rp.level0}
+    full = {t: wl_sp.run(t, wl.crop(x, t)) for t in rp.level0}
+    for t in rp.level0:
+        pairs = {tuple(p) for p in core[t].meta["publish"]}
+        assert pairs == {(d, layer) for d, ls in rp.core_pieces(t).items() for layer in ls}
+        assert pairs <= {tuple(p) for p in full[t].meta["publish"]}
+        wl.check_output(t, core[t])
+    assert sum(sum(a.nbytes for a in o.arrays) for o in core.values()) < \
+        sum(sum(a.nbytes for a in o.arrays) for o in full.values())
+    checked = 0
+    for t in rp.level1:
+        nbs = wl.neighbours(t)
+        if len(nbs) < 2:
+            continue
+        alone = {nbs[0]: core[nbs[0]]}
+        data = wl.reuse_for(t, alone)
+        needed = rp.needed_pieces(t, [nbs[0]])[nbs[0]]
+        if not needed <= set(rp.core_pieces(nbs[0])[t]):
+            assert data is None  # incomplete: the tile computes in full
+            checked += 1
+        out = wl.run(t, wl.crop(x, t), data)
+        want = wl_sp.run(t, wl.crop(x, t), wl_sp.reuse_for(t, {nbs[0]: full[nbs[0]]}))
+        for a, b in zip(out.arrays, want.arrays):
+            np.testing.assert_array_equal(a, b)
+    assert checked > 0
 
 
 def test_edge_rebuilds_the_workload_from_shipped_files(fastest, tmp_path):

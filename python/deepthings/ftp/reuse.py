@@ -32,6 +32,7 @@ API used by the runtime (gateway caches published data per frame and source tile
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
     rp.input_region(t, present) -> Region                # part of the network input t reads
     rp.needed_pieces(t, present) -> {src: {layer, ...}}  # published pieces t then reads
+    rp.core_pieces(t) -> {dest: {layer, ...}}            # what dest reads with all neighbours in
     rp.run(t, x, neighbour_data=None)                # dispatches on the level
     rp.data_for(t, {src: published_by_src})          # a level-1 tile's neighbour_data from a cache
 
@@ -81,6 +82,7 @@ class ReusePlan:
         self._seeds = {t.tile_id: [(e, r.as_tuple()) for e, r in t.export_regions.items()] for t in plan.tiles}
         self._steps: dict[tuple[int, frozenset[int]], list[Step]] = {}
         self._needed: dict[tuple[int, frozenset[int]], dict[int, frozenset[int]]] = {}
+        self._core: dict[int, dict[int, frozenset[int]]] = {}
         # _publish[src][dest][layer]: what level-0 tile src publishes for level-1 tile dest.
         self._publish: dict[int, dict[int, dict[int, Region]]] = {t: {} for t in self.level0}
         h, w = plan.input_shape[1], plan.input_shape[2]
@@ -192,19 +194,42 @@ class ReusePlan:
         self._needed[key] = out
         return out
 
+    def core_pieces(self, tile_id: int) -> dict[int, frozenset[int]]:
+        """For a level-0 tile: {level-1 neighbour: layers} of the published pieces that
+        neighbour reads when all its neighbours are present, the usual case (a WST-S gateway
+        waits for them). The rest of the publication serves only the arrival orders where a
+        neighbour is missing; without it such a tile computes in full, still exactly."""
+        if self.level(tile_id) != 0:
+            return {}
+        hit = self._core.get(tile_id)
+        if hit is None:
+            hit = {}
+            for dest in self._publish[tile_id]:
+                layers = self.needed_pieces(dest, self._adjacent(dest).values()).get(tile_id, frozenset())
+                if layers:
+                    hit[dest] = layers
+            self._core[tile_id] = hit
+        return hit
+
     def compute_regions(self, tile_id: int, present: Iterable[int] = ()) -> list[Region]:
         """Per layer, the region a tile computes itself given the neighbours whose data is present."""
         return [s.compute if s.active else EMPTY for s in self.steps(tile_id, present)]
 
     # ----- execution -----------------------------------------------------------------------
-    def run_level0(self, tile_id: int, x: np.ndarray, engine: Any = None) -> tuple[Any, dict[int, dict[int, np.ndarray]]]:
-        """Run a level-0 tile in full; also return the overlap pieces it publishes."""
+    def run_level0(self, tile_id: int, x: np.ndarray, engine: Any = None,
+                   pieces: Mapping[int, Iterable[int]] | None = None) -> tuple[Any, dict[int, dict[int, np.ndarray]]]:
+        """Run a level-0 tile in full; also return the overlap pieces it publishes (all of
+        them, or only ``pieces`` = {dest: layers}, e.g. ``core_pieces(tile_id)``)."""
         from .plan import _resolve_engine
 
         if self.level(tile_id) != 0:
             raise PlanError(f"tile {tile_id} is a level-1 tile; use run_level1")
         tile = self.plan.tiles[tile_id]
         wanted = self._publish[tile_id]
+        if pieces is not None:
+            keep = {int(d): {int(v) for v in ls} for d, ls in pieces.items()}
+            wanted = {d: {l: r for l, r in regs.items() if l in keep.get(d, ())} for d, regs in wanted.items()}
+            wanted = {d: regs for d, regs in wanted.items() if regs}
         published: dict[int, dict[int, np.ndarray]] = {d: {} for d in wanted}
 
         def grab(index: int, region: Region, buf: np.ndarray) -> None:

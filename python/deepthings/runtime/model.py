@@ -90,7 +90,8 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
 
         source = None if schedule == "wsh" else SOURCE_LOAD
         cuts = balanced_cuts(net, grid, L, int(balance), reuse=reuse, source=source)
-    wl = FTPWorkload(net, grid, L, reuse=reuse, cuts=cuts)
+    publish = "core" if schedule == "wst-s" else "all"
+    wl = FTPWorkload(net, grid, L, reuse=reuse, cuts=cuts, publish=publish)
     files: dict[str, tuple[str, bytes]] = {}
     entries = [
         _entry(CFG_NAME, net.cfg_text.encode(), ["edge", "client"], files),
@@ -102,6 +103,7 @@ def prepare(desc: dict[str, Any], grid: tuple[int, int], fused_layers: int | Non
         "grid": list(wl.grid),
         "fused_layers": wl.fused_layers,
         "reuse": schedule in REUSE_SCHEDULES,
+        "publish": publish,
         "cuts": None if wl.plan.cuts is None else [list(b) for b in wl.plan.cuts],
         "input_shape": list(net.input_shape),
         "files": entries,
@@ -135,4 +137,8 @@ def build_workload(spec: dict[str, Any], files: dict[str, Path]) -> Workload:
     net = network_from_cfg_text(
         files[CFG_NAME].read_text(), weights=files[BLOCK_WEIGHTS_NAME].read_bytes(), upto=L, name=spec.get("name", CFG_NAME)
     )
-    return FTPWorkload(net, tuple(spec["grid"]), L, reuse=bool(spec.get("reuse")), cuts=spec.get("cuts"))
+    publish = spec.get("publish", "all")
+    if publish not in ("all", "core"):
+        raise ClusterError(f"model spec: unknown publish mode {publish!r}")
+    return FTPWorkload(net, tuple(spec["grid"]), L, reuse=bool(spec.get("reuse")), cuts=spec.get("cuts"),
+                       publish=publish)

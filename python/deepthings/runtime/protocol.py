@@ -66,7 +66,9 @@ PIECES_REQ   edge -> edge (steal server): frame, src, dest; ``wst-sp``: the over
 PIECES       edge -> edge: frame, src, dest, meta {layers: [int, ...]}; [one array per layer]
              (no arrays: not held any more, the asker computes that side itself).
 RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile outputs...,
-             published overlap arrays...].
+             published overlap arrays...]. Under ``wst-s`` a level-0 tile publishes its core
+             (model spec ``publish: "core"``): the pieces each neighbour reads with all of its
+             neighbours in; a neighbour short of pieces is left out of REUSE (fallback side).
 DONE         gateway -> submitter: frame, ref, trace (dict), names (list[str]); [outputs...].
 ERROR        gateway -> peer: message (str).
 STATUS_REQ   client -> gateway: asks for the cluster's state.

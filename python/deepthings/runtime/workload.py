@@ -198,7 +198,7 @@ class FTPWorkload:
     head layers and the last layer."""
 
     def __init__(self, net: Any, grid: tuple[int, int], fused_layers: int, reuse: bool = False, engine: Any = None,
-                 cuts: Any = None):
+                 cuts: Any = None, publish: str = "all"):
         from deepthings.ftp import FTP
 
         self.net = net
@@ -212,6 +212,12 @@ class FTPWorkload:
         self._export_shapes = {e: tuple(self.plan.layer_shape(e)) for e in self.exports}
         self.supports_reuse = bool(reuse)
         self._rp = self.plan.reuse if reuse else None
+        # "all": a level-0 tile returns its whole publication (wst-sp holds it and serves any
+        # arrival order); "core": only what its neighbours read with all their neighbours in
+        # (wst-s sends it through the gateway, which waits for those: half the bytes on strips).
+        if publish not in ("all", "core"):
+            raise ValueError(f"publish must be 'all' or 'core', not {publish!r}")
+        self.publish = publish
 
     # ----- structure
     def level(self, tile: int) -> int:
@@ -241,7 +247,8 @@ class FTPWorkload:
     def run(self, tile: int, crop: np.ndarray, reuse: ReuseData | None = None) -> TileOutput:
         self.check_crop(tile, crop)
         if self._rp is not None and self.level(tile) == 0:
-            out, published = self._rp.run_level0(tile, crop, self.engine)
+            only = self._rp.core_pieces(tile) if self.publish == "core" else None
+            out, published = self._rp.run_level0(tile, crop, self.engine, pieces=only)
             arrays = [out] if isinstance(out, np.ndarray) else list(out)
             pairs, pieces = [], []
             for dest in sorted(published):
@@ -322,8 +329,11 @@ class FTPWorkload:
 
     def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
         """The cached pieces the level-0 neighbours published for ``tile`` that it reads with
-        those neighbours present (None: none yet). The rest of a publication covers arrival
-        orders that did not happen (e.g. half the bytes of a 12x1 strip's with both in)."""
+        those neighbours present (None: none usable). The rest of a publication covers arrival
+        orders that did not happen (e.g. half the bytes of a 12x1 strip's with both in). A
+        neighbour that lacks a piece the tile would read (a core-only publication when another
+        neighbour is missing) does not count as present: the same fixed point as run_level1,
+        so no bytes go out that the tile would ignore."""
         if self._rp is None or self.level(tile) != 1:
             return None
         mine = {}
@@ -334,13 +344,18 @@ class FTPWorkload:
                       if pair[0] == tile}
             if pieces:
                 mine[int(src)] = pieces
-        needed = self._rp.needed_pieces(tile, mine)
+        present = set(mine)
+        while True:
+            needed = self._rp.needed_pieces(tile, present)
+            short = {src for src in present if not needed[src] <= mine[src].keys()}
+            if not short:
+                break
+            present -= short
         pairs, arrays = [], []
-        for src, pieces in mine.items():
-            for layer in sorted(needed.get(src, ())):
-                if layer in pieces:
-                    pairs.append([src, layer])
-                    arrays.append(pieces[layer])
+        for src in sorted(present):
+            for layer in sorted(needed[src]):
+                pairs.append([src, layer])
+                arrays.append(mine[src][layer])
         if not arrays:
             return None
         return ReuseData(arrays, {"pieces": pairs})
