@@ -132,6 +132,9 @@ def test_quick_suite(tmp_path):
     single = next(r for r in table if r["system"] == "single")
     assert float(single["latency_s"]) > 0 and float(single["speedup"]) == pytest.approx(1.0)
     assert all(float(r["bytes_per_frame"]) > 0 for r in table if r["system"] != "single")
+    # FTP latency ends at the gateway's merged output; at the source it also has the trip back
+    ftp_rows = [r for r in table if r["system"] == "ftp"]
+    assert ftp_rows and all(0 < float(r["latency_s"]) < float(r["latency_at_source_s"]) for r in ftp_rows)
     report = (tmp_path / "report.md").read_text()
     assert "Paper vs this run" in report and (tmp_path / "speedup_comm.png").exists()
     rounds = json.loads((tmp_path / "runs.json").read_text())["meta"]["rounds"]
@@ -256,3 +259,20 @@ def test_suite_order_and_time_budget(tmp_path, monkeypatch):
     assert res["meta"]["suite_s"] <= full - 10
     assert done[:11] == ["single", "modnn 3", "wst-s 3x3 3", "wst-sp 12x1b 3", "single", "modnn 3", "wst-s 3x3 3",
                          "wst-sp 12x1b 3", "throughput 1", "throughput 2", "mod thr"]
+
+
+def test_ftp_latency_ends_at_the_gateways_merged_output():
+    """_ftp_row: latency = merged_s - submitted_s (the gateway's clock reading, same host);
+    latency_at_source_s = done_s - submitted_s; the warm-up frame is left out."""
+    frames = [{"frame": i, "submitted_s": 10.0 * i, "merged_s": 10.0 * i + 0.3 + 0.01 * i,
+               "done_s": 10.0 * i + 0.35 + 0.01 * i, "latency_s": 0.35 + 0.01 * i,
+               "trace": {"tiles": [{"device": 1, "compute_s": 0.2, "cpu_s": 0.05}], "stages": {"merge_s": 0.001}}}
+              for i in range(4)]
+    usage = {n: {"cpu_s": 1.0, "throttled_s": 0.0, "memory_peak_bytes": 1} for n in ("gw", "d0")}
+    link = {"gw": {"up": 10, "down": 10}, "d0": {"up": 5, "down": 5}}
+    row = ex._ftp_row("wst-s", (3, 3), 1, 1, 3, [{"frames": frames}], link, usage, usage)
+    assert row["latency_s"] == pytest.approx(0.32) and row["latency_max_s"] == pytest.approx(0.33)
+    assert row["latency_at_source_s"] == pytest.approx(0.37)
+    for f in frames:
+        f["merged_s"] = None  # a gateway that does not report its clock: the source's latency
+    assert ex._ftp_row("wst-s", (3, 3), 1, 1, 3, [{"frames": frames}], link, usage, usage)["latency_s"] == pytest.approx(0.37)

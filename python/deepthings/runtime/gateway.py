@@ -621,6 +621,9 @@ class Gateway:
                 },
                 "reissues": sum(ts.issues - 1 for ts in st.tiles),
                 "events": [[round(e[0] - st.t_submit, 6), e[2], e[3], e[4], e[5]] for e in events],
+                # CLOCK_MONOTONIC readings: system-wide, so on one host (the emulated testbed)
+                # a source can tell when its frame's merged output was ready here
+                "clock": {"submitted": st.t_submit, "merged": now},
             }
             for tr in trace["tiles"]:
                 tr.pop("issued_at", None)

@@ -14,7 +14,9 @@ class Trace:
     """Per-frame story. ``stages`` are seconds (client side: preprocess_s, roundtrip_s, decode_s;
     gateway side: tiles_s, merge_s, gateway_total_s); ``tiles`` has one dict per tile with
     device, device_name, stolen, compute_s, cpu_s, level, reused, queue_s, input_bytes, result_bytes;
-    ``events`` are (t_s, tile, event, peer, detail) rows from the gateway's event log."""
+    ``events`` are (t_s, tile, event, peer, detail) rows from the gateway's event log. On the
+    wire the gateway also sends ``clock`` (its CLOCK_MONOTONIC at the frame's SUBMIT and at
+    the merged output), which only means something to processes on the gateway's host."""
 
     frame: int
     stages: dict[str, float] = field(default_factory=dict)

@@ -349,7 +349,14 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
     allf = [f for r in results for f in r["frames"]]
     if not timed:
         raise EmulationError(f"FTP {schedule} {grid} on {k} devices returned no timed frames")
-    lat = [f["latency_s"] for f in timed]
+    # Latency ends when the gateway holds the merged block output, as in DeepThings (whose
+    # gateway goes on with the remaining layers there and never sends the block back) and as
+    # MoDNN's is measured; at_source adds the output's trip back to the data source.
+    at_source = [f["latency_s"] for f in timed]
+    if all(f.get("merged_s") is not None for f in timed):
+        lat = [f["merged_s"] - f["submitted_s"] for f in timed]
+    else:
+        lat = at_source
     # Throughput over the window in which timed frames were in flight (clocks are system-wide).
     t_first = min(f["submitted_s"] for f in timed)
     t_last = max(f["done_s"] for f in timed)
@@ -375,6 +382,7 @@ def _ftp_row(schedule: str, grid: tuple[int, int], k: int, sources: int, frames:
     throttled = {n: usage[n]["throttled_s"] - usage_before[n]["throttled_s"] for n in usage}
     return {"system": "ftp", "schedule": schedule, "grid": grid_label(grid), "devices": k,
             "sources": sources, "latency_s": statistics.median(lat), "latency_max_s": max(lat),
+            "latency_at_source_s": statistics.median(at_source),
             "frames": len(timed), "fps": len(timed) / (t_last - t_first) if t_last > t_first else 0.0,
             "bytes_per_frame": _sum_up(link) / len(allf),
             "gateway_bytes_per_frame": (link["gw"]["up"] + link["gw"]["down"]) / len(allf),
@@ -629,7 +637,7 @@ def _machine() -> dict:
 
 
 # ----------------------------------------------------------------------------- outputs
-CSV_FIELDS = ["system", "schedule", "grid", "devices", "sources", "latency_s", "latency_max_s", "speedup", "fps",
+CSV_FIELDS = ["system", "schedule", "grid", "devices", "sources", "latency_s", "latency_max_s", "latency_at_source_s", "speedup", "fps",
               "frames", "bytes_per_frame", "gateway_bytes_per_frame", "app_bytes_per_frame", "busiest_link",
               "busiest_link_s", "compute_s", "wait_s", "source_compute_share", "max_queue_s",
               "gateway_s", "stolen_fraction", "cpu_s_per_frame", "gateway_cpu_s_per_frame",
@@ -842,7 +850,11 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         f"{'/netem' if s['delay'] or s['loss'] else ''}), gateway "
         f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}"
         f"{'; testbed cgroups have CPU priority over other work' if s.get('guarantee_cpu') else ''}. "
-        f"{s['frames']} timed frames per point after a warm-up frame; median latency. "
+        f"{s['frames']} timed frames per point after a warm-up frame; median latency, from the moment the "
+        "data source has the frame until the gateway holds the merged block output (where DeepThings' gateway "
+        "runs the remaining layers; it never sends the block back), as MoDNN's latency is measured "
+        "(its gateway holds the frame and the result); the table of where the time goes also gives FTP's "
+        "latency at the source, with the block output's trip back. "
         f"Machine: {meta['machine']['cpus']} CPUs, kernel {meta['machine']['kernel']}; "
         f"suite took {meta['suite_s']:.0f} s; load average {meta.get('loadavg_at_start', [0])[0]:.1f} at the start, "
         f"{meta['machine']['loadavg_at_end'][0]:.1f} at the end (CPU quotas are upper bounds: other load on the "
@@ -929,10 +941,10 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
         lines.append(f"| {name} | {g} | " + " | ".join(cells) + " |")
     lines += ["", f"## Where the time goes ({kmax} devices, median per frame)", "",
-              "| system | grid | latency | busiest device compute | gateway merge | transfer + waiting | "
+              "| system | grid | latency | at the source | busiest device compute | gateway merge | transfer + waiting | "
               "busiest link: bytes/rate | stolen tiles | source's share of tile compute | longest tile queue wait | "
               "CPU s/frame (all) | gateway CPU s/frame |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for system, sch, g in combos:
         r = _find(rows, system=system, schedule=sch, grid=g, devices=kmax, sources=1)
         if r is None:
@@ -940,7 +952,8 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         comp = r.get("compute_s")
         rest = r["latency_s"] - (comp or 0) - (r.get("gateway_s") or 0)
         name = "MoDNN" if system == "modnn" else f"FTP-{sch.upper()}"
-        lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(comp, '.3f', 's')} | "
+        lines.append(f"| {name} | {g} | {r['latency_s']:.3f}s | {_fmt(r.get('latency_at_source_s'), '.3f', 's')} | "
+                     f"{_fmt(comp, '.3f', 's')} | "
                      f"{_fmt(r.get('gateway_s'), '.3f', 's')} | {rest:.3f}s | "
                      f"{r.get('busiest_link', '?')}: {_fmt(r.get('busiest_link_s'), '.3f', 's')} | "
                      f"{_fmt(r.get('stolen_fraction'), '.0%')} | {_fmt(r.get('source_compute_share'), '.0%')} | "

@@ -103,13 +103,17 @@ def ftp_edge(args: argparse.Namespace) -> dict:
         coded = exact8(x)  # a camera delivers 8-bit codes: the source gets those, as uint8
         x = coded.codes if coded is not None else x
         for i in range(args.frames):
-            submitted[i] = time.perf_counter()
+            submitted[i] = time.monotonic()
             yield i, x
 
     def on_done(tag, msg) -> None:
         trace = msg["trace"]
-        done.append({"frame": tag, "submitted_s": submitted[tag], "done_s": time.perf_counter(),
-                     "latency_s": time.perf_counter() - submitted[tag], "trace": trace})
+        now = time.monotonic()
+        merged = trace.get("clock", {}).get("merged")
+        # merged_s: when the gateway held the merged block output (CLOCK_MONOTONIC is
+        # system-wide: the testbed's namespaces share it)
+        done.append({"frame": tag, "submitted_s": submitted[tag], "done_s": now, "latency_s": now - submitted[tag],
+                     "merged_s": float(merged) if isinstance(merged, (int, float)) else None, "trace": trace})
 
     class GatedEdge(Edge):
         # A source waits for the start file so every device has joined before frame 0.
