@@ -106,6 +106,10 @@ class EdgeConfig:
     # the source, CPU-capped, would be throttled later in the period anyway (on the testbed
     # the level-0 steals of a frame landed within ~30 ms, where some had taken 50-60 ms).
     serve_first_s: float = 0.05
+    # A data source under work stealing submits its frames lazily: without the input, which
+    # it partitions itself; the gateway asks for it (FRAME_REQ) only to re-issue a lost tile.
+    # The frame then never crosses the source's uplink (DeepThings' sources never send it).
+    lazy_submit: bool = True
 
 
 class Edge:
@@ -352,6 +356,8 @@ class Edge:
             self._on_reuse(msg)
         elif t == "DONE":
             self._on_done(msg)
+        elif t == "FRAME_REQ":
+            self._on_frame_req(msg)
         else:
             raise ProtocolError(f"gateway: {t} is not a message for an edge")
 
@@ -443,6 +449,15 @@ class Edge:
         if msg["keep"]:
             self._on_frame(msg["frame"], x, msg.get("idle"))
         self._inflight[msg["ref"]] = (tag[0], x, msg["frame"])
+
+    def _on_frame_req(self, msg: Message) -> None:
+        """The gateway needs a lazily submitted frame (to re-issue one of its tiles)."""
+        for _, x, frame in self._inflight.values():
+            if frame == msg["frame"]:
+                log.info("frame %d: sending it to the gateway on request", frame)
+                self._send_gw(make("FRAME_DATA", [x], frame=frame))
+                return
+        log.info("FRAME_REQ for frame %d, which is not in flight here: ignored", msg["frame"])
 
     def _on_done(self, msg: Message) -> None:
         tag = self._inflight.pop(msg["ref"], None)
@@ -876,7 +891,10 @@ class Edge:
                 continue
             self._refs += 1
             self._inflight[self._refs] = (tag, x, None)
-            self._send_gw(make("SUBMIT", [x], ref=self._refs, keep=True))
+            if self.config.lazy_submit and self.schedule != "wsh":
+                self._send_gw(make("SUBMIT", [], ref=self._refs, keep=True, shape=list(x.shape)))
+            else:
+                self._send_gw(make("SUBMIT", [x], ref=self._refs, keep=True))
             log.debug("SUBMIT ref %d", self._refs)
 
     # ------------------------------------------------------------------ liveness

@@ -115,7 +115,8 @@ class Gateway:
         self._wake_rx = self._ctx.socket(zmq.PAIR)
         self._wake_rx.bind(self._wake_addr)
         self._merge_thread: threading.Thread | None = None
-        self.stats = {"dropped": 0, "duplicates": 0, "late": 0, "reissued": 0, "frames_done": 0, "reattached": 0}
+        self.stats = {"dropped": 0, "duplicates": 0, "late": 0, "reissued": 0, "frames_done": 0, "reattached": 0,
+                      "frames_dropped": 0, "frames_requested": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -272,36 +273,86 @@ class Gateway:
         self._lost(peer, "left", now)
 
     def _on_submit(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
-        x = msg.arrays[0]
-        if tuple(x.shape) != tuple(self.workload.input_shape):
+        # No array: a lazy SUBMIT; the source keeps the frame and sends it only on FRAME_REQ.
+        x = msg.arrays[0] if msg.arrays else None
+        shape = tuple(x.shape) if x is not None else msg.get("shape")
+        if not isinstance(shape, (list, tuple)) or tuple(shape) != tuple(self.workload.input_shape):
             raise ProtocolError(
-                f"peer {peer.peer_id}: SUBMIT input shape {tuple(x.shape)}, the model takes {self.workload.input_shape}"
+                f"peer {peer.peer_id}: SUBMIT input shape {shape!r}, the model takes {self.workload.input_shape}"
             )
-        if self._reattach(peer, msg, x, now):
+        if x is not None and self._reattach(peer, msg, x, now):
             return
         if len(self.book.frames) >= self.config.max_frames_in_flight:
             self._send(peer, make("ERROR", message=f"too many frames in flight ({len(self.book.frames)}); retry later",
                                   ref=msg["ref"]))
             return
-        x = x.copy()  # own it: the receive buffer is read-only and may be reused
         keep = bool(msg["keep"]) and peer.role == "edge" and peer.source and peer.ready and self.config.schedule != "wsh"
         source = peer.peer_id if keep else self._pick_source()
-        st = self.book.new_frame(msg["ref"], peer.peer_id, x, self.workload.n_tiles, source, now)
+        # own the input: the receive buffer is read-only and may be reused
+        st = self.book.new_frame(msg["ref"], peer.peer_id, None if x is None else x.copy(), self.workload.n_tiles,
+                                 source, now)
         st.submitter_identity = peer.identity
         st.submitter_name = peer.name
         if 0 in msg.codes:
             st.codes = msg.codes[0].codes.copy()
         st.bytes_in += nbytes
-        self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}")
+        self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}" + (" lazy" if x is None else ""))
         # idle: the edges waiting for work, which will steal from the source at once
         idle = sum(1 for p in self.waiting if p != source and p not in self._prefetching)
         self._send(peer, make("ACCEPT", ref=msg["ref"], frame=st.frame, keep=keep, idle=idle))
-        if source == GATEWAY:
+        if st.input is None and not keep:
+            st.start_on_input = True  # the gateway shares it, or another source does: get it first
+            self._request_input(st)
+            return
+        self._start_frame(st, keep, idle, now)
+
+    def _start_frame(self, st: Any, keep: bool, idle: int, now: float) -> None:
+        if st.source == GATEWAY:
             for t in range(st.n_tiles):
                 self.gqueue.push(st.frame, t, self.workload.level(t))
         elif not keep:
-            src = self.members.peers[source]
-            st.bytes_out += self._send(src, make("FRAME", [self._frame_input(st)], frame=st.frame, idle=idle))
+            src = self.members.peers.get(st.source)
+            if src is None:  # the source picked for a lazy frame left while it came: share it here
+                for t in range(st.n_tiles):
+                    self._reissue(st.frame, t, now, f"source {st.source} left")
+            else:
+                st.bytes_out += self._send(src, make("FRAME", [self._frame_input(st)], frame=st.frame, idle=idle))
+        self._dispatch(now)
+
+    def _request_input(self, st: Any) -> None:
+        """Ask a lazy frame's source for the frame (once): a tile must be re-issued from here."""
+        if st.input_requested:
+            return
+        st.input_requested = True
+        self.stats["frames_requested"] += 1
+        self.events.add(time.monotonic(), st.frame, -1, "frame-req", st.submitter)
+        self._send(st.submitter_identity, make("FRAME_REQ", frame=st.frame))
+
+    def _on_frame_data(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
+        """The input of a lazy frame, which FRAME_REQ asked its source for."""
+        st = self.book.frames.get(msg["frame"])
+        if st is None:
+            return  # answered meanwhile (or dropped): nothing waits for it
+        if st.submitter != peer.peer_id:
+            raise ProtocolError(f"peer {peer.peer_id}: FRAME_DATA for frame {st.frame}, which it did not submit")
+        x = msg.arrays[0]
+        if tuple(x.shape) != tuple(self.workload.input_shape):
+            raise ProtocolError(f"peer {peer.peer_id}: FRAME_DATA {st.frame} shape {tuple(x.shape)}, "
+                                f"the model takes {self.workload.input_shape}")
+        if st.input is not None:
+            return  # a re-attach brought it already
+        self._take_input(st, x.copy(), msg.codes[0].codes.copy() if 0 in msg.codes else None, now)
+        st.bytes_in += nbytes
+
+    def _take_input(self, st: Any, x: np.ndarray, codes: np.ndarray | None, now: float) -> None:
+        st.input, st.codes = x, codes
+        self.events.add(now, st.frame, -1, "frame-data", st.submitter)
+        if st.start_on_input:
+            st.start_on_input = False
+            self._start_frame(st, False, 0, now)
+        for t in sorted(st.awaiting_input):
+            self.gqueue.push(st.frame, t, self.workload.level(t))
+        st.awaiting_input.clear()
         self._dispatch(now)
 
     def _reattach(self, peer: Peer, msg: Message, x: np.ndarray, now: float) -> bool:
@@ -314,10 +365,13 @@ class Gateway:
         st = self.book.frames.get(prev)
         if st is None or st.ref != msg["ref"] or st.submitter_name != peer.name or st.submitter == peer.peer_id:
             return False  # finished (its DONE went to the old connection) or not this peer's: new frame
-        if not np.array_equal(st.input, x):
+        if st.input is not None and not np.array_equal(st.input, x):
             return False  # same name and ref but another frame (e.g. ids reused after a gateway restart)
         st.submitter = peer.peer_id
         st.submitter_identity = peer.identity
+        if st.input is None:  # a lazy frame: it comes with the data now
+            st.input_requested = False
+            self._take_input(st, x.copy(), msg.codes[0].codes.copy() if 0 in msg.codes else None, now)
         self.events.add(now, st.frame, -1, "resubmit", peer.peer_id, "re-attached")
         self.stats["reattached"] += 1
         log.info("event=reattach frame=%d ref=%d peer=%d", st.frame, st.ref, peer.peer_id)
@@ -533,7 +587,12 @@ class Gateway:
 
     def _reissue(self, frame: int, tile: int, now: float, why: str) -> None:
         if self.book.assign(frame, tile, GATEWAY, now, reissue=True):
-            self.gqueue.push(frame, tile, self.workload.level(tile))
+            st = self.book.frames[frame]
+            if st.input is None:  # a lazy frame: queue the tile once its source sent the frame
+                st.awaiting_input.add(tile)
+                self._request_input(st)
+            else:
+                self.gqueue.push(frame, tile, self.workload.level(tile))
             self.stats["reissued"] += 1
             self.events.add(now, frame, tile, "reissue", GATEWAY, why)
             log.info("event=reissue frame=%d tile=%d why=%r", frame, tile, why)
@@ -561,6 +620,14 @@ class Gateway:
                 self._lost(peer, f"silent for {now - peer.last_seen:.1f} s", now)
         for frame, tile in self.book.overdue(now):
             self._reissue(frame, tile, now, "task timeout")
+        # A lazy frame whose source left and did not come back to submit it again (with the
+        # data) cannot be computed, and nobody waits for it: drop it after the task timeout.
+        for st in [s for s in self.book.frames.values() if s.input is None and s.submitter not in self.members.peers
+                   and now - s.t_submit > self.config.task_timeout_s]:
+            self.book.finish(st.frame)
+            self.events.drop_frame(st.frame)
+            self.stats["frames_dropped"] += 1
+            log.warning("event=drop frame=%d why='its source %d left before sending it'", st.frame, st.submitter)
         for peer in list(self.members.peers.values()):
             if now - self._last_sent.get(peer.peer_id, 0.0) >= self.config.hb_interval_s:
                 self._send(peer, make("HEARTBEAT"))

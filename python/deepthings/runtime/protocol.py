@@ -33,7 +33,12 @@ BYE          peer -> gateway: leaving cleanly.
 SUBMIT       client/source edge -> gateway: ref (client's own id), keep (bool: the submitting
              source edge partitions the frame itself); optional frame (the gateway id an earlier
              ACCEPT gave it: a peer that rejoined submits again and the gateway re-attaches the
-             frame to the new connection if it still has it); [input CHW float32].
+             frame to the new connection if it still has it); [input CHW float32]. A data
+             source may leave the input out (lazy: no array, shape [c, h, w] instead): it keeps
+             the frame, partitions it itself, and sends it only if the gateway asks (FRAME_REQ),
+             to re-issue a tile whose thief died; the frame then never crosses its uplink.
+FRAME_REQ    gateway -> submitter: frame; send the input of this lazy frame.
+FRAME_DATA   submitter -> gateway: frame; [input] (the answer to FRAME_REQ).
 ACCEPT       gateway -> submitter: ref, frame, keep (the submitting source edge partitions it);
              the frame now has a gateway id. Optional idle (int): edges waiting for work, which
              will come to steal at once (the source serves them before starting its own tile).
@@ -194,7 +199,9 @@ SCHEMAS: dict[str, tuple[dict[str, tuple[type, ...]], tuple[int, int], frozenset
     "READY": ({}, (0, 0), frozenset()),
     "HEARTBEAT": ({}, (0, 0), frozenset()),
     "BYE": ({}, (0, 0), frozenset()),
-    "SUBMIT": ({"ref": _INT, "keep": _BOOL}, (1, 1), frozenset({"f4", "q8"})),
+    "SUBMIT": ({"ref": _INT, "keep": _BOOL}, (0, 1), frozenset({"f4", "q8"})),
+    "FRAME_REQ": ({"frame": _INT}, (0, 0), frozenset()),
+    "FRAME_DATA": ({"frame": _INT}, (1, 1), frozenset({"f4", "q8"})),
     "ACCEPT": ({"ref": _INT, "frame": _INT, "keep": _BOOL}, (0, 0), frozenset()),
     "FRAME": ({"frame": _INT}, (1, 1), frozenset({"f4", "q8"})),
     "QUEUE": ({"pending": _INT, "frames": _LIST}, (0, 0), frozenset()),

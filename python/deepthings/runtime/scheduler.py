@@ -272,7 +272,7 @@ class FrameState:
     frame: int
     ref: int
     submitter: int
-    input: np.ndarray
+    input: np.ndarray | None  # None: the source kept it (lazy SUBMIT) and sends it on FRAME_REQ
     n_tiles: int
     source: int  # the data-source edge (GATEWAY when the gateway shares the tasks itself)
     t_submit: float
@@ -287,6 +287,11 @@ class FrameState:
     submitter_name: str = ""  # lets the same device re-attach the frame after a rejoin
     codes: np.ndarray | None = None  # the input's 8-bit codes when it came as q8 (crops go out so)
     holders: dict[int, int] = field(default_factory=dict)  # wst-sp: level-0 tile -> edge keeping its overlap data
+    # Without the input (lazy SUBMIT): tiles to queue here once it arrives, whether FRAME_REQ
+    # went out, and whether the frame itself waits for it to start (the gateway shares it).
+    awaiting_input: set[int] = field(default_factory=set)
+    input_requested: bool = False
+    start_on_input: bool = False
 
     @property
     def complete(self) -> bool:
@@ -306,7 +311,7 @@ class FrameBook:
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._finished_memory = finished_memory
 
-    def new_frame(self, ref: int, submitter: int, x: np.ndarray, n_tiles: int, source: int, now: float) -> FrameState:
+    def new_frame(self, ref: int, submitter: int, x: np.ndarray | None, n_tiles: int, source: int, now: float) -> FrameState:
         fid = next(self._ids)
         st = FrameState(fid, ref, submitter, x, n_tiles, source, now)
         st.tiles = [TileState(holder=source, since=now, issues=1) for _ in range(n_tiles)]
