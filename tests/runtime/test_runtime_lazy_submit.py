@@ -5,6 +5,7 @@ frame is still answered exactly once, bit-exact."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -100,3 +101,34 @@ def test_a_lazy_submit_of_the_wrong_shape_is_refused(tmp_path):
         stop = threading.Event()
         stop.set()
         gw.serve(stop)  # closes its sockets
+
+
+def test_a_lazy_frame_whose_source_left_is_dropped_after_the_task_timeout(tmp_path):
+    """Nobody else has the frame and nobody waits for its answer: the gateway forgets it."""
+    wl = SyntheticWorkload(SHAPE, GRID, passes=1, compute_s=1.0)
+    gw = Gateway(wl, ModelFiles(wl.spec()), GatewayConfig(bind="tcp://127.0.0.1:0", schedule="wst", task_timeout_s=0.5,
+                                                          hb_interval_s=0.1), None)
+    x = np.random.default_rng(2).random(SHAPE, dtype=np.float32)
+    source = Edge(EdgeConfig(gateway=gw.endpoint, name="source", source=True, cache_dir=tmp_path,
+                             advertise_host="127.0.0.1"), None, build_workload, frames=[(0, x)])
+    stop_gw, stop_src = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=gw.serve, args=(stop_gw,), daemon=True),
+               threading.Thread(target=source.serve, args=(stop_src,), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not gw.book.frames and time.monotonic() < deadline:
+            time.sleep(0.02)
+        frames = list(gw.book.frames.values())
+        assert frames and frames[0].input is None, "the source did not submit lazily"
+        stop_src.set()  # it says BYE with its frame unanswered and never sent
+        threads[1].join(timeout=15)
+        while gw.stats["frames_dropped"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gw.stats["frames_dropped"] == 1 and not gw.book.frames
+    finally:
+        stop_src.set()
+        stop_gw.set()
+        for t in threads:
+            t.join(timeout=15)
