@@ -32,6 +32,7 @@ API used by the runtime (gateway caches published data per frame and source tile
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
     rp.input_region(t, present) -> Region                # part of the network input t reads
     rp.needed_pieces(t, present) -> {src: {layer, ...}}  # published pieces t then reads
+    rp.complete_neighbours(t, {src: layers}) -> (present, needed)  # who counts as present
     rp.core_pieces(t) -> {dest: {layer, ...}}            # what dest reads with all neighbours in
     rp.run(t, x, neighbour_data=None)                # dispatches on the level
     rp.data_for(t, {src: published_by_src})          # a level-1 tile's neighbour_data from a cache
@@ -194,6 +195,20 @@ class ReusePlan:
         self._needed[key] = out
         return out
 
+    def complete_neighbours(self, tile_id: int, have: Mapping[int, Iterable[int]]) -> tuple[set[int], dict[int, frozenset[int]]]:
+        """(present, needed_pieces(tile_id, present)) for neighbours holding the layers ``have``
+        = {src: layers}. A neighbour is present when it has every piece the tile reads with
+        the neighbours present; with fewer present the tile holds more, so the incomplete ones
+        are dropped until the rest are complete (that side falls back)."""
+        have_sets = {int(src): set(layers) for src, layers in have.items()}
+        present = set(have_sets)
+        while True:
+            needed = self.needed_pieces(tile_id, present)
+            short = {src for src in present if not needed[src] <= have_sets[src]}
+            if not short:
+                return present, needed
+            present -= short
+
     def core_pieces(self, tile_id: int) -> dict[int, frozenset[int]]:
         """For a level-0 tile: {level-1 neighbour: layers} of the published pieces that
         neighbour reads when all its neighbours are present, the usual case (a WST-S gateway
@@ -270,16 +285,7 @@ class ReusePlan:
                     )
                 pieces.append((layer, region, arr))
             given[src] = {layer: (region, arr) for layer, region, arr in pieces}
-        # A neighbour is present when it gave every piece the tile reads with the neighbours
-        # present; with fewer present the tile holds more, so drop the incomplete ones until
-        # the rest are complete (partial data from a neighbour: that side falls back).
-        present = set(given)
-        while True:
-            needed = self.needed_pieces(tile_id, present)
-            short = {src for src in present if not needed[src] <= set(given[src])}
-            if not short:
-                break
-            present -= short
+        present, needed = self.complete_neighbours(tile_id, {src: set(p) for src, p in given.items()})
         provided: dict[int, list[tuple[Region, np.ndarray]]] = {}
         for src in sorted(present):
             for layer in sorted(needed[src]):

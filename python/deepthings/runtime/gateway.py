@@ -275,11 +275,7 @@ class Gateway:
     def _on_submit(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         # No array: a lazy SUBMIT; the source keeps the frame and sends it only on FRAME_REQ.
         x = msg.arrays[0] if msg.arrays else None
-        shape = tuple(x.shape) if x is not None else msg.get("shape")
-        if not isinstance(shape, (list, tuple)) or tuple(shape) != tuple(self.workload.input_shape):
-            raise ProtocolError(
-                f"peer {peer.peer_id}: SUBMIT input shape {shape!r}, the model takes {self.workload.input_shape}"
-            )
+        self._check_input_shape(peer, "SUBMIT", tuple(x.shape) if x is not None else msg.get("shape"))
         if x is not None and self._reattach(peer, msg, x, now):
             return
         if len(self.book.frames) >= self.config.max_frames_in_flight:
@@ -288,13 +284,11 @@ class Gateway:
             return
         keep = bool(msg["keep"]) and peer.role == "edge" and peer.source and peer.ready and self.config.schedule != "wsh"
         source = peer.peer_id if keep else self._pick_source()
-        # own the input: the receive buffer is read-only and may be reused
-        st = self.book.new_frame(msg["ref"], peer.peer_id, None if x is None else x.copy(), self.workload.n_tiles,
-                                 source, now)
+        st = self.book.new_frame(msg["ref"], peer.peer_id, None, self.workload.n_tiles, source, now)
         st.submitter_identity = peer.identity
         st.submitter_name = peer.name
-        if 0 in msg.codes:
-            st.codes = msg.codes[0].codes.copy()
+        if x is not None:
+            st.input, st.codes = self._owned_input(msg)
         st.bytes_in += nbytes
         self.events.add(now, st.frame, -1, "submit", peer.peer_id, f"source={source}" + (" lazy" if x is None else ""))
         # idle: the edges waiting for work, which will steal from the source at once
@@ -305,6 +299,18 @@ class Gateway:
             self._request_input(st)
             return
         self._start_frame(st, keep, idle, now)
+
+    def _check_input_shape(self, peer: Peer, what: str, shape: Any) -> None:
+        if not isinstance(shape, (list, tuple)) or tuple(shape) != tuple(self.workload.input_shape):
+            raise ProtocolError(
+                f"peer {peer.peer_id}: {what} input shape {shape!r}, the model takes {self.workload.input_shape}"
+            )
+
+    @staticmethod
+    def _owned_input(msg: Message) -> tuple[np.ndarray, np.ndarray | None]:
+        """A message's input array and its 8-bit codes (if it came as q8), as copies: the
+        receive buffers are read-only and may be reused."""
+        return msg.arrays[0].copy(), (msg.codes[0].codes.copy() if 0 in msg.codes else None)
 
     def _start_frame(self, st: Any, keep: bool, idle: int, now: float) -> None:
         if st.source == GATEWAY:
@@ -335,17 +341,15 @@ class Gateway:
             return  # answered meanwhile (or dropped): nothing waits for it
         if st.submitter != peer.peer_id:
             raise ProtocolError(f"peer {peer.peer_id}: FRAME_DATA for frame {st.frame}, which it did not submit")
-        x = msg.arrays[0]
-        if tuple(x.shape) != tuple(self.workload.input_shape):
-            raise ProtocolError(f"peer {peer.peer_id}: FRAME_DATA {st.frame} shape {tuple(x.shape)}, "
-                                f"the model takes {self.workload.input_shape}")
+        self._check_input_shape(peer, f"FRAME_DATA {st.frame}", tuple(msg.arrays[0].shape))
         if st.input is not None:
             return  # a re-attach brought it already
-        self._take_input(st, x.copy(), msg.codes[0].codes.copy() if 0 in msg.codes else None, now)
         st.bytes_in += nbytes
+        self._take_input(st, msg, now)
 
-    def _take_input(self, st: Any, x: np.ndarray, codes: np.ndarray | None, now: float) -> None:
-        st.input, st.codes = x, codes
+    def _take_input(self, st: Any, msg: Message, now: float) -> None:
+        """A lazy frame's input has come (FRAME_DATA or a re-attaching SUBMIT): start what waited."""
+        st.input, st.codes = self._owned_input(msg)
         self.events.add(now, st.frame, -1, "frame-data", st.submitter)
         if st.start_on_input:
             st.start_on_input = False
@@ -371,7 +375,7 @@ class Gateway:
         st.submitter_identity = peer.identity
         if st.input is None:  # a lazy frame: it comes with the data now
             st.input_requested = False
-            self._take_input(st, x.copy(), msg.codes[0].codes.copy() if 0 in msg.codes else None, now)
+            self._take_input(st, msg, now)
         self.events.add(now, st.frame, -1, "resubmit", peer.peer_id, "re-attached")
         self.stats["reattached"] += 1
         log.info("event=reattach frame=%d ref=%d peer=%d", st.frame, st.ref, peer.peer_id)

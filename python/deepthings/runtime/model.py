@@ -12,7 +12,7 @@ from typing import Any
 from deepthings.errors import ClusterError
 from deepthings.runtime.gateway import ModelFiles
 from deepthings.runtime.scheduler import REUSE_SCHEDULES
-from deepthings.runtime.workload import FTPWorkload, SyntheticWorkload, Workload
+from deepthings.runtime.workload import PUBLISH_MODES, FTPWorkload, SyntheticWorkload, Workload
 
 CFG_NAME = "model.cfg"
 BLOCK_WEIGHTS_NAME = "block.weights"
@@ -138,7 +138,7 @@ def build_workload(spec: dict[str, Any], files: dict[str, Path]) -> Workload:
         files[CFG_NAME].read_text(), weights=files[BLOCK_WEIGHTS_NAME].read_bytes(), upto=L, name=spec.get("name", CFG_NAME)
     )
     publish = spec.get("publish", "all")
-    if publish not in ("all", "core"):
+    if publish not in PUBLISH_MODES:
         raise ClusterError(f"model spec: unknown publish mode {publish!r}")
     return FTPWorkload(net, tuple(spec["grid"]), L, reuse=bool(spec.get("reuse")), cuts=spec.get("cuts"),
                        publish=publish)

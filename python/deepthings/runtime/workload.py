@@ -188,6 +188,10 @@ class SyntheticWorkload:
         return y
 
 
+# What a WST-S level-0 tile returns of its publication (FTPWorkload(publish=...)).
+PUBLISH_MODES = ("all", "core")
+
+
 class FTPWorkload:
     """An FTP plan of a Darknet network as a runtime workload.
 
@@ -215,7 +219,7 @@ class FTPWorkload:
         # "all": a level-0 tile returns its whole publication (wst-sp holds it and serves any
         # arrival order); "core": only what its neighbours read with all their neighbours in
         # (wst-s sends it through the gateway, which waits for those: half the bytes on strips).
-        if publish not in ("all", "core"):
+        if publish not in PUBLISH_MODES:
             raise ValueError(f"publish must be 'all' or 'core', not {publish!r}")
         self.publish = publish
 
@@ -344,13 +348,7 @@ class FTPWorkload:
                       if pair[0] == tile}
             if pieces:
                 mine[int(src)] = pieces
-        present = set(mine)
-        while True:
-            needed = self._rp.needed_pieces(tile, present)
-            short = {src for src in present if not needed[src] <= mine[src].keys()}
-            if not short:
-                break
-            present -= short
+        present, needed = self._rp.complete_neighbours(tile, {src: pieces.keys() for src, pieces in mine.items()})
         pairs, arrays = [], []
         for src in sorted(present):
             for layer in sorted(needed[src]):

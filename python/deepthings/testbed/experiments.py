@@ -510,13 +510,7 @@ def run_suite(settings: Settings, progress: Any = print) -> dict:
 def round_configs(rows: list[dict], kmax: int) -> list[tuple[str, tuple[int, ...]]]:
     """The fastest configuration (schedule, grid) of the sweep at kmax for each data-reuse
     schedule: DeepThings' WST-S (the goal's) and ours, WST-SP."""
-    out = []
-    for sch in ("wst-s", "wst-sp"):
-        runs = [r for r in rows if r["system"] == "ftp" and r["schedule"] == sch
-                and r["devices"] == kmax and r["sources"] == 1]
-        if runs:
-            out.append((sch, parse_grid_label(min(runs, key=lambda r: r["latency_s"])["grid"])))
-    return out
+    return [(sch, parse_grid_label(r["grid"])) for sch in ("wst-s", "wst-sp") if (r := _fastest(rows, sch, kmax))]
 
 
 def run_rounds(settings: Settings, cfg: Path, weights: Path, rows: list[dict], cache: Path, errors: list[str],
