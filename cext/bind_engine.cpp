@@ -177,7 +177,7 @@ std::shared_ptr<ftp::ConvWeights> make_weights(const py::array& w, int groups) {
 
 py::array_t<float> conv2d(const py::array& x, ftp::ConvWeights& w, const py::object& bias,
                           std::pair<int, int> stride, const std::vector<int>& pad,
-                          const std::string& activation) {
+                          const std::string& activation, const py::object& out_region) {
   const char* fn = "conv2d";
   const float* xp = arr(fn, "x", x, 3, "(C, H, W)");
   const int C = (int)x.shape(0), H = (int)x.shape(1), W = (int)x.shape(2);
@@ -193,11 +193,22 @@ py::array_t<float> conv2d(const py::array& x, ftp::ConvWeights& w, const py::obj
   const ftp::Act act = act_of(fn, activation);
   const int OH = ftp::window_out(H, p.top, p.bottom, w.kh, stride.first);
   const int OW = ftp::window_out(W, p.left, p.right, w.kw, stride.second);
-  auto out = new_chw(w.out_channels, OH, OW);
+  ftp::OutRect region{0, 0, OH, OW};
+  if (!out_region.is_none()) {
+    const auto v = out_region.cast<std::vector<int>>();
+    if (v.size() != 4 || v[0] < 0 || v[1] < 0 || v[0] >= v[2] || v[1] >= v[3] || v[2] > OH || v[3] > OW) {
+      std::ostringstream s;
+      s << fn << ": out_region must be (top, left, bottom, right) inside the " << OH << "x" << OW
+        << " output, non-empty";
+      throw py::value_error(s.str());
+    }
+    region = {v[0], v[1], v[2], v[3]};
+  }
+  auto out = new_chw(w.out_channels, region.bottom - region.top, region.right - region.left);
   float* op = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    ftp::conv2d(xp, C, H, W, w, bp, stride.first, stride.second, p, act, op);
+    ftp::conv2d(xp, C, H, W, w, bp, stride.first, stride.second, p, act, op, &region);
   }
   return out;
 }
@@ -268,13 +279,14 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("kernel", [](const ftp::ConvWeights& w) { return py::make_tuple(w.kh, w.kw); });
   m.def("conv2d", &conv2d, py::arg("x"), py::arg("weights"), py::arg("bias") = py::none(),
         py::arg("stride") = std::pair<int, int>{1, 1}, py::arg("pad") = std::vector<int>{0, 0, 0, 0},
-        py::arg("activation") = "linear",
-        "act(conv(x, weights) + bias); x (C, H, W); pad = (top, left, bottom, right)");
+        py::arg("activation") = "linear", py::arg("out_region") = py::none(),
+        "act(conv(x, weights) + bias); x (C, H, W); pad = (top, left, bottom, right); out_region = "
+        "(top, left, bottom, right): only that part of the output (half-open), bit-identical to it");
   m.def("conv2d_weights", [](const py::array& x, const py::array& w, const py::object& bias,
                              std::pair<int, int> stride, const std::vector<int>& pad, int groups,
                              const std::string& activation) {
     auto cw = make_weights(w, groups);
-    return conv2d(x, *cw, bias, stride, pad, activation);
+    return conv2d(x, *cw, bias, stride, pad, activation, py::none());
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
      py::arg("stride") = std::pair<int, int>{1, 1}, py::arg("pad") = std::vector<int>{0, 0, 0, 0},
      py::arg("groups") = 1, py::arg("activation") = "linear",

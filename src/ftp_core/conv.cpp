@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 namespace ftp {
 
@@ -32,15 +33,26 @@ const float* ConvWeights::packed(const GemmKernel& k) {
 }
 
 void conv2d(const float* in, int C, int H, int W, ConvWeights& w, const float* bias, int sh, int sw,
-            Pad4 pad, Act act, float* out) {
+            Pad4 pad, Act act, float* out, const OutRect* region) {
   const int OH = window_out(H, pad.top, pad.bottom, w.kh, sh);
   const int OW = window_out(W, pad.left, pad.right, w.kw, sw);
-  if (w.is_depthwise_for(C)) {
-    depthwise_conv2d(in, C, H, W, w.raw.data(), w.kh, w.kw, bias, sh, sw, pad, act, out);
+  if (winograd_applies(w, C, sh, sw)) {
+    conv3x3_winograd(in, C, H, W, w, bias, pad, act, out, region);
     return;
   }
-  if (winograd_applies(w, C, sh, sw)) {
-    conv3x3_winograd(in, C, H, W, w, bias, pad, act, out);
+  if (region && !(region->top == 0 && region->left == 0 && region->bottom == OH && region->right == OW)) {
+    // Only Winograd convs gain from a region; the others make the whole output and copy it.
+    std::vector<float> full((size_t)w.out_channels * OH * OW);
+    conv2d(in, C, H, W, w, bias, sh, sw, pad, act, full.data(), nullptr);
+    const int RH = region->bottom - region->top, RW = region->right - region->left;
+    for (int o = 0; o < w.out_channels; ++o)
+      for (int y = 0; y < RH; ++y)
+        std::memcpy(out + ((size_t)o * RH + y) * RW,
+                    full.data() + ((size_t)o * OH + region->top + y) * OW + region->left, RW * sizeof(float));
+    return;
+  }
+  if (w.is_depthwise_for(C)) {
+    depthwise_conv2d(in, C, H, W, w.raw.data(), w.kh, w.kw, bias, sh, sw, pad, act, out);
     return;
   }
   const GemmKernel& k = active_kernel();

@@ -47,9 +47,17 @@ inline int window_out(int size, int before, int after, int k, int s) {
   return (size + before + after - k) / s + 1;
 }
 
-// out: (O, OH, OW). Caller checks shapes (C == in_per_group * groups, OH, OW >= 1).
+// A part of a layer's output map: rows [top, bottom), columns [left, right).
+struct OutRect {
+  int top, left, bottom, right;
+};
+
+// out: (O, OH, OW), or with `region` just that part of it, (O, bottom - top, right - left).
+// An FTP tile asks for a region when its Winograd blocks must stay on the whole map's grid:
+// the conv then skips what only the rows and columns outside need. Caller checks shapes
+// (C == in_per_group * groups, OH, OW >= 1, region inside the output).
 void conv2d(const float* in, int C, int H, int W, ConvWeights& w, const float* bias, int sh, int sw,
-            Pad4 pad, Act act, float* out);
+            Pad4 pad, Act act, float* out, const OutRect* region = nullptr);
 
 // Winograd F(2x2,3x3) path for 3x3 stride-1 ungrouped convs (winograd.cpp); on by default,
 // switchable (tests run both paths).
@@ -57,7 +65,7 @@ void set_winograd_enabled(bool on);
 bool winograd_enabled();
 bool winograd_applies(const ConvWeights& w, int C, int sh, int sw);
 void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, const float* bias,
-                      Pad4 pad, Act act, float* out);
+                      Pad4 pad, Act act, float* out, const OutRect* region = nullptr);
 
 // Direct depthwise conv (groups == C == O): out[c] = act(bias[c] + w[c] (*) in[c]).
 void depthwise_conv2d(const float* in, int C, int H, int W, const float* w, int kh, int kw,

@@ -69,11 +69,18 @@ const float* ConvWeights::winograd_packed(const GemmKernel& k) {
 }
 
 void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, const float* bias,
-                      Pad4 pad, Act act, float* out) {
+                      Pad4 pad, Act act, float* out, const OutRect* region) {
   const int O = w.out_channels;
   const int OH = window_out(H, pad.top, pad.bottom, 3, 1);
   const int OW = window_out(W, pad.left, pad.right, 3, 1);
-  const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+  // The part of the output to make: blocks stay on the full output's 2x2 grid (so a region gives
+  // the same bits as the whole output), and block rows whose top or bottom row lies outside skip
+  // the 4 of the 16 GEMMs only that row reads (a 1-row FTP strip: 12 instead of 16).
+  const OutRect r = region ? *region : OutRect{0, 0, OH, OW};
+  const int RW = r.right - r.left;
+  const int th_lo = r.top / 2, th_hi = (r.bottom + 1) / 2;
+  const int tw_lo = r.left / 2, tw_hi = (r.right + 1) / 2;
+  const int TH = th_hi - th_lo, TW = tw_hi - tw_lo;
   const GemmKernel& k = active_kernel();
   const float* U = w.winograd_packed(k);
   const size_t u_stride = packed_a_size(O, C, k.mr);
@@ -93,7 +100,8 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
 
   // One block's three phases over sub-ranges, so a block can be done by one task or shared.
   // Channel c's transform, row o's GEMM and output row o's transform do not depend on how
-  // the ranges are split: the result is the same for every thread count.
+  // the ranges are split: the result is the same for every thread count. Block-local tile
+  // rows th0..th1 are relative to th_lo, tile columns to tw_lo.
   const size_t xs = (size_t)C * tb + 16, ms = (size_t)O * tb + 16;
   // Per-xi strides padded by 16 floats: 16 streams at a 4 KiB-multiple stride would all
   // land in the same L1 sets.
@@ -102,24 +110,25 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
     // transform (along x) into 16 rows of TW values, then the row transform. Every inner loop
     // runs over tw with unit-stride stores, so the compiler vectorises it.
     const int PW = 2 * TW + 2;
+    const int x0 = 2 * tw_lo - pad.left;  // input column of pr[0]
     std::vector<float>& prow = tl_buf(0, 4 * (size_t)PW);
     std::vector<float>& cb = tl_buf(1, 16 * (size_t)TW);
     for (int c = c_begin; c < c_end; ++c) {
       const float* x = in + (size_t)c * H * W;
       for (int th = th0; th < th1; ++th) {
-        const int y0 = 2 * th - pad.top;
+        const int y0 = 2 * (th_lo + th) - pad.top;
         for (int i = 0; i < 4; ++i) {
           float* pr = prow.data() + i * PW;
           const int iy = y0 + i;
           if (iy < 0 || iy >= H) {
             std::fill(pr, pr + PW, 0.f);
           } else {
-            // pr[j] = input column j - left, zero outside the map.
+            // pr[j] = input column x0 + j, zero outside the map.
             const float* xr = x + (size_t)iy * W;
-            const int lo = std::min(PW, std::max(0, pad.left));
-            const int hi = std::max(lo, std::min(PW, W + pad.left));
+            const int lo = std::min(PW, std::max(0, -x0));
+            const int hi = std::max(lo, std::min(PW, W - x0));
             std::fill(pr, pr + lo, 0.f);
-            std::memcpy(pr + lo, xr + (lo - pad.left), (hi - lo) * sizeof(float));
+            std::memcpy(pr + lo, xr + (x0 + lo), (hi - lo) * sizeof(float));
             std::fill(pr + hi, pr + PW, 0.f);
           }
           // Column transform of row i: cb[i*4 + j][tw].
@@ -156,23 +165,39 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
       }
     }
   };
-  // M[xi] rows [p0*mr, p1*mr) (O x nt) = U[xi] (those rows x C) * V[xi] (C x nt).
-  auto gemms = [&](const float* V, float* M, size_t nt, int xi, size_t p0, size_t p1) {
+  // Output row 2*th reads M rows xi / 4 in {0, 1, 2}, row 2*th + 1 those in {1, 2, 3}: the
+  // region's first tile row may need only its bottom row and its last only its top row.
+  const bool skip_first_top = r.top % 2 == 1;
+  const bool skip_last_bottom = r.bottom % 2 == 1;
+  // The columns (tiles) of block th0..th1 that GEMM xi must produce.
+  auto gemm_columns = [&](int xi, int th0, int th1, size_t* c0, size_t* c1) {
+    *c0 = 0;
+    *c1 = (size_t)(th1 - th0) * TW;
+    if (xi / 4 == 0 && skip_first_top && th0 == 0) *c0 = TW;
+    if (xi / 4 == 3 && skip_last_bottom && th1 == TH) *c1 -= TW;
+  };
+  // M[xi] rows [p0*mr, p1*mr) (O x tiles) = U[xi] (those rows x C) * V[xi] (C x tiles).
+  auto gemms = [&](const float* V, float* M, int th0, int th1, int xi, size_t p0, size_t p1) {
     const size_t r0 = p0 * k.mr, r1 = std::min((size_t)O, p1 * k.mr);
-    if (r0 >= r1) return;
-    BSource b{V + xi * xs, tb, nullptr};
-    gemm_packed(k, r1 - r0, nt, C, U + xi * u_stride + r0 * C, b, nullptr, Act::linear,
-                M + xi * ms + r0 * tb, tb, /*parallel=*/false);
+    size_t c0, c1;
+    gemm_columns(xi, th0, th1, &c0, &c1);
+    if (r0 >= r1 || c0 >= c1) return;
+    BSource b{V + xi * xs + c0, tb, nullptr};
+    gemm_packed(k, r1 - r0, c1 - c0, C, U + xi * u_stride + r0 * C, b, nullptr, Act::linear,
+                M + xi * ms + r0 * tb + c0, tb, /*parallel=*/false);
   };
   // Output transform Y = A^T M A + bias, vectorised over tw, then the activation over the
-  // finished output rows.
+  // finished output rows. Only rows and columns inside the region are computed and written.
   auto output_transform = [&](const float* M, int th0, int th1, int o_begin, int o_end) {
-    const int oy0 = 2 * th0, oy1 = std::min(OH, 2 * th1);
+    const int oy_first = std::max(r.top, 2 * (th_lo + th0));
+    const int oy_last = std::min(r.bottom, 2 * (th_lo + th1));
     std::vector<float>& ob = tl_buf(2, 8 * (size_t)TW);
     for (int o = o_begin; o < o_end; ++o) {
       const float bo = bias ? bias[o] : 0.f;
-      float* y = out + (size_t)o * OH * OW;
+      float* y = out + (size_t)o * (r.bottom - r.top) * RW;
       for (int th = th0; th < th1; ++th) {
+        const int oy = 2 * (th_lo + th);
+        const bool top = oy >= r.top, bottom = oy + 1 < r.bottom;
         const float* mt = M + (size_t)o * tb + (size_t)(th - th0) * TW;
         float* t0 = ob.data();  // t[i][j] for i in {0,1}: 8 rows of TW
         for (int j = 0; j < 4; ++j) {
@@ -182,27 +207,36 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
           const float* m3 = mt + (3 * 4 + j) * ms;
           float* a0 = t0 + (0 * 4 + j) * TW;
           float* a1 = t0 + (1 * 4 + j) * TW;
-          for (int tw = 0; tw < TW; ++tw) {
-            a0[tw] = m0[tw] + m1[tw] + m2[tw];
-            a1[tw] = m1[tw] - m2[tw] - m3[tw];
-          }
+          if (top)
+            for (int tw = 0; tw < TW; ++tw) a0[tw] = m0[tw] + m1[tw] + m2[tw];
+          if (bottom)
+            for (int tw = 0; tw < TW; ++tw) a1[tw] = m1[tw] - m2[tw] - m3[tw];
         }
-        const int oy = 2 * th;
-        for (int i = 0; i < 2 && oy + i < OH; ++i) {
+        for (int i = 0; i < 2; ++i) {
+          if (!(i == 0 ? top : bottom)) continue;
           const float* q0 = t0 + (i * 4 + 0) * TW;
           const float* q1 = t0 + (i * 4 + 1) * TW;
           const float* q2 = t0 + (i * 4 + 2) * TW;
           const float* q3 = t0 + (i * 4 + 3) * TW;
-          float* yr = y + (size_t)(oy + i) * OW;
-          const int full = OW / 2;  // tiles whose two output columns both exist
-          for (int tw = 0; tw < full; ++tw) {
-            yr[2 * tw] = q0[tw] + q1[tw] + q2[tw] + bo;
-            yr[2 * tw + 1] = q1[tw] - q2[tw] - q3[tw] + bo;
+          float* yr = y + (size_t)(oy + i - r.top) * RW;
+          // Output column 2*(tw_lo + tw) + j lands at yr[2*tw + j - shift]; a region starting
+          // at an odd column drops the first tile's left column, one ending at an odd column
+          // the last tile's right column.
+          const int shift = r.left - 2 * tw_lo;  // 0 or 1
+          int tw = 0;
+          if (shift) {
+            yr[0] = q1[0] - q2[0] - q3[0] + bo;
+            tw = 1;
           }
-          if (full < TW) yr[2 * full] = q0[full] + q1[full] + q2[full] + bo;
+          const int full = (RW + shift) / 2;  // tiles whose two columns are both inside
+          for (; tw < full; ++tw) {
+            yr[2 * tw - shift] = q0[tw] + q1[tw] + q2[tw] + bo;
+            yr[2 * tw + 1 - shift] = q1[tw] - q2[tw] - q3[tw] + bo;
+          }
+          if (full < TW && 2 * full - shift < RW) yr[2 * full - shift] = q0[full] + q1[full] + q2[full] + bo;
         }
       }
-      act_inplace(act, y + (size_t)oy0 * OW, (size_t)(oy1 - oy0) * OW);
+      act_inplace(act, y + (size_t)(oy_first - r.top) * RW, (size_t)(oy_last - oy_first) * RW);
     }
   };
 
@@ -223,7 +257,7 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
         input_transform(V, th0, th1, (int)c0, (int)c1);
       });
       pool->parallel_for(16 * splits, [&](size_t t, int) {
-        gemms(V, M, nt, (int)(t / splits), (t % splits) * pps, (t % splits + 1) * pps);
+        gemms(V, M, th0, th1, (int)(t / splits), (t % splits) * pps, (t % splits + 1) * pps);
       });
       pool->parallel_for_chunks((size_t)O, nt * 24, [&](size_t o0, size_t o1) {
         output_transform(M, th0, th1, (int)o0, (int)o1);
@@ -233,11 +267,10 @@ void conv3x3_winograd(const float* in, int C, int H, int W, ConvWeights& w, cons
   }
   pool->parallel_for(n_blocks, [&](size_t blk, int) {
     const int th0 = (int)(blk * rows), th1 = std::min(TH, (int)((blk + 1) * rows));
-    const size_t nt = (size_t)(th1 - th0) * TW;
     float* V = thread_scratch(16 * xs, 1);  // V[xi][c][t]
     float* M = thread_scratch(16 * ms, 2);  // M[xi][o][t]
     input_transform(V, th0, th1, 0, C);
-    for (int xi = 0; xi < 16; ++xi) gemms(V, M, nt, xi, 0, m_panels);
+    for (int xi = 0; xi < 16; ++xi) gemms(V, M, th0, th1, xi, 0, m_panels);
     output_transform(M, th0, th1, 0, O);
   });
 }

@@ -175,3 +175,48 @@ def test_conv3x3_winograd_and_im2col(isa: str, winograd: bool, case: dict) -> No
 def test_winograd_deep_layer(isa: str) -> None:
     """K above the GEMM's KC block and many tile rows per block."""
     _run(dict(c=300, o=48, h=21, w=26, k=(3, 3), stride=(1, 1), pad=(1, 0, 1, 2), groups=1, act="leaky", seed=3))
+
+
+@st.composite
+def region_cases(draw: st.DrawFn) -> dict:
+    case = draw(conv3x3_cases())
+    oh = case["h"] + case["pad"][0] + case["pad"][2] - 2
+    ow = case["w"] + case["pad"][1] + case["pad"][3] - 2
+    top = draw(st.integers(0, oh - 1))
+    left = draw(st.integers(0, ow - 1))
+    case["region"] = (top, left, draw(st.integers(top + 1, oh)), draw(st.integers(left + 1, ow)))
+    case["threads"] = draw(st.sampled_from([1, 2]))
+    return case
+
+
+@settings(max_examples=60, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
+@given(case=region_cases())
+def test_out_region_is_bit_identical_to_the_whole_output(isa: str, winograd: bool, threads: None, case: dict) -> None:
+    """A part of a conv's output (out_region) carries the bits of the whole output there: FTP
+    tiles ask for one on Winograd-aligned layers, where odd first/last rows skip GEMMs."""
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["c"], case["h"], case["w"]), dtype=np.float32)
+    w = rng.standard_normal((case["o"], case["c"], 3, 3), dtype=np.float32)
+    b = rng.standard_normal(case["o"], dtype=np.float32)
+    cw = _core.ConvWeights(w, 1)
+    _core.set_num_threads(case["threads"])
+    whole = _core.conv2d(x, cw, b, (1, 1), list(case["pad"]), case["act"])
+    t, l, bt, r = case["region"]
+    part = _core.conv2d(x, cw, b, (1, 1), list(case["pad"]), case["act"], out_region=case["region"])
+    np.testing.assert_array_equal(part.view(np.uint32), whole[:, t:bt, l:r].view(np.uint32))
+
+
+def test_out_region_one_row_of_a_deep_strip(isa: str) -> None:
+    """A 1-row output at an odd and at an even row of a YOLOv2-like deep layer (12 of 16 GEMMs),
+    and bad regions are refused with a message naming the argument."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((64, 4, 19), dtype=np.float32)
+    w = rng.standard_normal((96, 64, 3, 3), dtype=np.float32)
+    cw = _core.ConvWeights(w, 1)
+    whole = _core.conv2d(x, cw, None, (1, 1), [1, 1, 0, 1], "leaky")  # 3 x 19 output
+    for row in (0, 1, 2):
+        part = _core.conv2d(x, cw, None, (1, 1), [1, 1, 0, 1], "leaky", out_region=(row, 0, row + 1, 19))
+        np.testing.assert_array_equal(part.view(np.uint32), whole[:, row : row + 1].view(np.uint32))
+    for bad in ((0, 0, 0, 19), (0, 0, 4, 19), (2, 0, 1, 19), (0, 0, 1)):
+        with pytest.raises(ValueError, match="out_region"):
+            _core.conv2d(x, cw, None, (1, 1), [1, 1, 0, 1], "leaky", out_region=bad)

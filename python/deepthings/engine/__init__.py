@@ -1,6 +1,9 @@
 """Engines that run one layer at a time: ``native`` (C++, default) and ``reference`` (NumPy).
 
-An engine is any object with ``run_layer(layer, inputs, pad=None) -> np.ndarray``.
+An engine is any object with ``run_layer(layer, inputs, pad=None) -> np.ndarray``. One whose
+``takes_out_region`` is true also takes ``out_region=(top, left, bottom, right)`` and returns
+only that part of the output (FTP tiles ask for it on Winograd-aligned layers; otherwise they
+crop the whole output themselves).
 """
 
 from __future__ import annotations

@@ -54,18 +54,23 @@ class NativeEngine:
     """Engine protocol implementation on the C++ core (docs/ARCHITECTURE.md)."""
 
     name = "native"
+    # run_layer takes out_region (ftp/execute.py asks for it on Winograd-aligned layers)
+    takes_out_region = True
 
     def __init__(self) -> None:
         # Packed weights per layer object; weak keys so dropping a Network frees them.
         self._packed: "weakref.WeakKeyDictionary[Any, tuple[int, Any]]" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    def run_layer(self, layer: Any, inputs: list[np.ndarray], pad: Pad | None = None) -> np.ndarray:
+    def run_layer(self, layer: Any, inputs: list[np.ndarray], pad: Pad | None = None,
+                  out_region: Pad | None = None) -> np.ndarray:
         """Output of ``layer`` for ``inputs`` (one CHW float32 array per ``layer.inputs``).
 
         ``pad`` (top, left, bottom, right) overrides a window layer's own padding (a tile
-        passes zero where its region is interior). Raises ShapeError naming the layer for
-        wrong input shapes, dtypes or layouts.
+        passes zero where its region is interior). ``out_region`` (top, left, bottom, right,
+        half-open) returns only that part of the output, bit for bit; a Winograd conv then
+        skips the work only the rest needs. Raises ShapeError naming the layer for wrong input
+        shapes, dtypes or layouts.
         """
         if not _inputs_look_right(layer, inputs, pad):
             _ref._check_inputs(layer, inputs, pad)  # raises ShapeError naming the layer
@@ -75,7 +80,11 @@ class NativeEngine:
         layer.require_weights()
         ins = [_c_contiguous(a) for a in inputs]
         try:
-            return fn(self, layer, ins, pad)
+            if out_region is None:
+                return fn(self, layer, ins, pad)
+            if fn is _conv:
+                return _conv(self, layer, ins, pad, out_region)
+            return _out_part(fn(self, layer, ins, pad), out_region)
         except ValueError as exc:
             if isinstance(exc, ShapeError):
                 raise
@@ -120,10 +129,19 @@ def _c_contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def _conv(eng: NativeEngine, layer: Any, ins: Sequence[np.ndarray], pad: Pad | None) -> np.ndarray:
+def _out_part(y: np.ndarray, region: Pad) -> np.ndarray:
+    t, l, b, r = region
+    if not (0 <= t < b <= y.shape[1] and 0 <= l < r <= y.shape[2]):
+        raise ValueError(f"out_region {tuple(region)} is not a non-empty part of the {y.shape[1]}x{y.shape[2]} output")
+    return np.ascontiguousarray(y[:, t:b, l:r])
+
+
+def _conv(eng: NativeEngine, layer: Any, ins: Sequence[np.ndarray], pad: Pad | None,
+          out_region: Pad | None = None) -> np.ndarray:
     p = layer.spatial.pad if pad is None else pad
     return _core.conv2d(
-        ins[0], eng.conv_weights(layer), layer.bias, tuple(layer.stride), list(p), layer.activation
+        ins[0], eng.conv_weights(layer), layer.bias, tuple(layer.stride), list(p), layer.activation,
+        None if out_region is None else list(out_region),
     )
 
 

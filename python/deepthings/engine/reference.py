@@ -299,21 +299,32 @@ class ReferenceEngine:
     """Runs one layer with the NumPy functions above (Engine protocol)."""
 
     name = "reference"
+    takes_out_region = True
 
     def run_layer(
-        self, layer: Layer, inputs: list[np.ndarray], pad: Pad | None = None
+        self, layer: Layer, inputs: list[np.ndarray], pad: Pad | None = None, out_region: Pad | None = None
     ) -> np.ndarray:
         """Output of ``layer`` for ``inputs`` (one array per ``layer.inputs``).
 
         ``pad`` (top, left, bottom, right) overrides the layer's own padding for window
-        layers (a tile passes zero padding where its region is interior).
+        layers (a tile passes zero padding where its region is interior). ``out_region``
+        (top, left, bottom, right, half-open) returns only that part of the output.
         """
         _check_inputs(layer, inputs, pad)
         fn = _DISPATCH.get(layer.type)
         if fn is None:
             raise ShapeError(f"layer {layer.index} [{layer.type}]: no reference implementation")
         layer.require_weights()
-        return fn(layer, inputs, pad)
+        y = fn(layer, inputs, pad)
+        if out_region is None:
+            return y
+        t, l, b, r = out_region
+        if not (0 <= t < b <= y.shape[1] and 0 <= l < r <= y.shape[2]):
+            raise ShapeError(
+                f"layer {layer.index} [{layer.type}]: out_region {tuple(out_region)} is not a non-empty part "
+                f"of the {y.shape[1]}x{y.shape[2]} output"
+            )
+        return np.ascontiguousarray(y[:, t:b, l:r])
 
 
 def _check_inputs(layer: Layer, inputs: Sequence[np.ndarray], pad: Pad | None) -> None:

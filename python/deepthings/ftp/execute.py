@@ -21,10 +21,15 @@ if TYPE_CHECKING:
 LayerHook = Callable[[int, Region, np.ndarray], None]
 
 
-def _run_layer(plan: "FTP", engine: Any, index: int, inputs: list[np.ndarray], pad: tuple[int, int, int, int]) -> np.ndarray:
+def _run_layer(plan: "FTP", engine: Any, index: int, inputs: list[np.ndarray], pad: tuple[int, int, int, int],
+               out_region: tuple[int, int, int, int] | None = None) -> np.ndarray:
     layer = plan.block[index]
     # Only window layers take padding; the others are defined pixel by pixel.
-    y = engine.run_layer(layer, inputs, pad if layer.spatial.kind == "window" else None)
+    p = pad if layer.spatial.kind == "window" else None
+    if out_region is None:
+        y = engine.run_layer(layer, inputs, p)
+    else:
+        y = engine.run_layer(layer, inputs, p, out_region=out_region)
     return np.asarray(y, dtype=np.float32)
 
 
@@ -79,22 +84,29 @@ def execute_tile(
             for j in layer.inputs:
                 src_region, src = buffers[j]
                 inputs.append(np.ascontiguousarray(step.in_region.crop(src, src_region)))
-            y = _run_layer(plan, engine, i, inputs, step.pad)
-            if layer.spatial.kind == "upsample":
-                # The input rows cover whole factor-blocks; keep the rows/columns asked for.
-                f = int(layer.spatial.factor)
-                r0 = step.compute.top - step.in_region.top * f
-                c0 = step.compute.left - step.in_region.left * f
-                y = y[:, r0 : r0 + step.compute.height, c0 : c0 + step.compute.width]
-            elif step.produced is not None and not step.produced.empty and step.produced != step.compute:
-                # Aligned layer: drop the leading rows/columns made only to align the blocks.
-                got = (layer.out_shape[0], step.produced.height, step.produced.width)
-                if y.shape != got:
-                    raise ShapeError(
-                        f"tile {tile.tile_id}: layer {i} [{layer.type}] returned {y.shape} for region "
-                        f"{step.produced}, expected {got}"
-                    )
-                y = y[(slice(None), *step.compute.relative_to(step.produced))]
+            aligned = step.produced is not None and not step.produced.empty and step.produced != step.compute
+            if aligned and getattr(engine, "takes_out_region", False) and layer.spatial.kind != "upsample":
+                # The engine makes just ``compute`` of the aligned output (and skips the Winograd
+                # work only the extra row/column needs).
+                rows, cols = step.compute.relative_to(step.produced)
+                y = _run_layer(plan, engine, i, inputs, step.pad, (rows.start, cols.start, rows.stop, cols.stop))
+            else:
+                y = _run_layer(plan, engine, i, inputs, step.pad)
+                if layer.spatial.kind == "upsample":
+                    # The input rows cover whole factor-blocks; keep the rows/columns asked for.
+                    f = int(layer.spatial.factor)
+                    r0 = step.compute.top - step.in_region.top * f
+                    c0 = step.compute.left - step.in_region.left * f
+                    y = y[:, r0 : r0 + step.compute.height, c0 : c0 + step.compute.width]
+                elif aligned:
+                    # Aligned layer: drop the leading rows/columns made only to align the blocks.
+                    got = (layer.out_shape[0], step.produced.height, step.produced.width)
+                    if y.shape != got:
+                        raise ShapeError(
+                            f"tile {tile.tile_id}: layer {i} [{layer.type}] returned {y.shape} for region "
+                            f"{step.produced}, expected {got}"
+                        )
+                    y = y[(slice(None), *step.compute.relative_to(step.produced))]
             want = (layer.out_shape[0], step.compute.height, step.compute.width)
             if y.shape != want:
                 raise ShapeError(
