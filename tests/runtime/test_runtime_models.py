@@ -106,6 +106,25 @@ def test_wst_sp_overlap_data_goes_peer_to_peer_not_through_the_gateway(tmp_path)
         assert r.trace.bytes["gateway_out"] < min(v.trace.bytes["gateway_out"] for v in via_gateway)
 
 
+def test_stolen_level1_strips_carry_no_input_crop(tmp_path):
+    """WST-S on row strips: a thief's level-1 strip reads nothing of the input once both
+    neighbours' data is in, so its TASK carried none (its input bytes are the reuse data
+    alone), and the answer is still bit-identical."""
+    from deepthings.runtime.workload import FTPWorkload
+
+    cfg = yolov2_cfg(tmp_path, 320)
+    results = run_case(cfg, None, "wst-s", 3, (6, 1), fused=16, n_frames=3)
+    wl = FTPWorkload(load_darknet(cfg, random_seed=0), (6, 1), 16, reuse=True)
+    lean = {t: wl.lean_region(t) for t in range(wl.n_tiles) if wl.level(t) == 1}
+    stolen = [t for r in results for t in r.trace.tiles if t["level"] == 1 and t["stolen"] and t["reused"]]
+    assert stolen, "no level-1 strip was stolen"
+    for t in stolen:
+        top, left, bottom, right = wl.input_region(t["tile"])
+        full_crop = 4 * 3 * (bottom - top) * (right - left)
+        if lean[t["tile"]][0] >= lean[t["tile"]][2]:  # empty lean region: reuse data only
+            assert t["input_bytes"] < full_crop, t
+
+
 @pytest.mark.slow
 def test_yolov2_608_wst_5x5(tmp_path):
     run_case(DARKNET_CFGS / "yolov2.cfg", None, "wst", 3, (5, 5), fused=16, n_frames=1)

@@ -24,10 +24,11 @@ API used by the runtime (gateway caches published data per frame and source tile
     rp.publish_regions(t) -> {dest: {layer: Region}} # what a level-0 tile publishes
     out, published = rp.run_level0(t, x, engine=None)
         # out: like plan.run_tile; published: {dest_tile: {layer: float32 CHW array}}
-    out = rp.run_level1(t, x, neighbour_data, engine=None)
+    out = rp.run_level1(t, x, neighbour_data, engine=None, x_origin=None)
         # neighbour_data: {src_tile: {layer: array}} = published[src][t] of the level-0
         # neighbours that have arrived (any subset, possibly empty); x: the whole input, the
-        # tile's input crop, or the smaller crop rp.input_region(t, those neighbours)
+        # tile's input crop, the smaller crop rp.input_region(t, those neighbours), or any
+        # crop containing that one with x_origin saying where it lies (may be empty)
     rp.compute_regions(t, present) -> [Region per layer]  # what t computes itself
     rp.steps(t, present) -> [Step per layer]             # hold/compute/input regions
     rp.input_region(t, present) -> Region                # part of the network input t reads
@@ -256,8 +257,12 @@ class ReusePlan:
         outs = execute_tile(self.plan, tile, self.plan.crop_input(tile_id, x), _resolve_engine(engine), on_layer=grab)
         return (outs[0] if len(outs) == 1 else outs), published
 
-    def run_level1(self, tile_id: int, x: np.ndarray, neighbour_data: NeighbourData | None = None, engine: Any = None) -> Any:
-        """Run a level-1 tile reusing whatever neighbour data is present (exact in every case)."""
+    def run_level1(self, tile_id: int, x: np.ndarray, neighbour_data: NeighbourData | None = None, engine: Any = None,
+                   x_origin: Region | None = None) -> Any:
+        """Run a level-1 tile reusing whatever neighbour data is present (exact in every case).
+
+        ``x_origin``: ``x`` holds that part of the network input, which must contain what the
+        tile reads with these neighbours (``input_region(t, present)``; it may be empty)."""
         from .plan import _resolve_engine
 
         if self.level(tile_id) != 1:
@@ -295,7 +300,16 @@ class ReusePlan:
         # these neighbours present (input_region(t, present)): less data to send.
         reduced = self.input_region(tile_id, present)
         x = np.asarray(x)
-        if x.shape == (self.plan.input_shape[0], reduced.height, reduced.width) and x.dtype == np.float32:
+        if x_origin is not None:
+            want = (self.plan.input_shape[0], x_origin.height, x_origin.width)
+            if tuple(x.shape) != want or x.dtype != np.float32:
+                raise ShapeError(f"tile {tile_id}: input of shape {x.shape} {x.dtype} for region {x_origin}, "
+                                 f"expected {want} float32")
+            if not x_origin.contains(reduced):
+                raise PlanError(f"tile {tile_id}: the input given covers {x_origin}, but with neighbours "
+                                f"{sorted(present)} the tile reads {reduced}")
+            crop, origin = x, x_origin
+        elif x.shape == (self.plan.input_shape[0], reduced.height, reduced.width) and x.dtype == np.float32:
             crop, origin = x, reduced
         else:
             crop, origin = self.plan.crop_input(tile_id, x), tile.input_region

@@ -39,6 +39,9 @@ UNKNOWN_TILE_S = 0.05  # assumed tile compute time before the edge has timed one
 # wst-sp: how much overlap data an edge keeps serving, oldest dropped first (a frame's level-1
 # tiles ask within moments; a request for dropped data is answered empty and falls back).
 HELD_BYTES = 48 << 20
+# Frames a data source keeps after partitioning them, for thieves' CROP_REQ (lean level-1
+# tasks whose neighbour's data went missing): a few frames' worth, oldest dropped first.
+PARTITIONED_BYTES = 64 << 20
 
 
 def _lower_priority(nice: int) -> None:
@@ -50,6 +53,19 @@ def _lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except OSError as exc:  # e.g. a platform where PRIO_PROCESS does not take a thread id
         log.debug("could not lower the worker's priority: %s", exc)
+
+
+def _region_field(value: Any, what: str) -> "tuple[int, int, int, int] | None":
+    """A [top, left, bottom, right] message field as a tuple (None if absent); ProtocolError
+    if malformed. An empty region is ``(0, 0, 0, 0)``, sent as ``[]`` or as such."""
+    if value is None:
+        return None
+    if value == []:
+        return (0, 0, 0, 0)
+    if not (isinstance(value, list) and len(value) == 4 and all(type(v) is int and v >= 0 for v in value)):
+        raise ProtocolError(f"{what} must be [top, left, bottom, right], got {value!r}")
+    t, l, b, r = value
+    return (t, l, b, r) if t < b and l < r else (0, 0, 0, 0)
 
 
 def default_cache_dir() -> Path:
@@ -170,6 +186,13 @@ class Edge:
         self._held: OrderedDict[tuple[int, int], dict[int, dict[int, np.ndarray]]] = OrderedDict()
         self._held_bytes = 0
         self._fetching: dict[int, str] = {}
+        # A lean level-1 task (parked) waiting for more of its input from the frame's data
+        # source, which it needs because a neighbour's data is missing: (source address, since).
+        self._crop_fetch: tuple[str, float] | None = None
+        # Frames this edge partitioned (its own or FRAMEs the gateway sent it), newest last, so
+        # it can answer CROP_REQ for its lean level-1 tasks; bounded (PARTITIONED_BYTES).
+        self._partitioned: OrderedDict[int, Any] = OrderedDict()
+        self._partitioned_bytes = 0
         self.asking: float | None = None  # WORK_REQ outstanding since
         self.stealing: tuple[zmq.Socket, str, float] | None = None
         self._victims: dict[str, zmq.Socket] = {}
@@ -257,9 +280,11 @@ class Edge:
         self.ready = False
         self.asking = None
         if self.parked is not None:  # its REUSE answer would go to the old socket: ask again later
+            self.parked.meta.pop("reuse", None)
             self.queue.push_front(self.parked)
             self.parked = None
             self._fetching = {}
+            self._crop_fetch = None
         now = time.monotonic()
         self._hello_at = now
         self._last_gw_rx = now
@@ -307,15 +332,18 @@ class Edge:
             if msg is None:
                 self.stats["dropped"] += 1
                 continue
-            if msg.type not in ("STEAL_REQ", "PIECES_REQ"):
+            if msg.type not in ("STEAL_REQ", "PIECES_REQ", "CROP_REQ"):
                 self.stats["dropped"] += 1
-                log.warning("dropped %s on the steal server: only STEAL_REQ and PIECES_REQ are served there", msg.type)
+                log.warning("dropped %s on the steal server: only STEAL_REQ, PIECES_REQ and CROP_REQ are served "
+                            "there", msg.type)
                 continue
             try:
                 if msg.type == "STEAL_REQ":
                     self._on_steal_req(identity, msg)
-                else:
+                elif msg.type == "PIECES_REQ":
                     self._on_pieces_req(identity, msg)
+                else:
+                    self._on_crop_req(identity, msg)
             except Exception:
                 self.stats["dropped"] += 1
                 log.exception("dropped %s: handling it failed", msg.type)
@@ -430,8 +458,10 @@ class Edge:
         if tuple(x.shape) != tuple(self.workload.input_shape):
             raise ProtocolError(f"gateway: FRAME {frame} shape {tuple(x.shape)} != {self.workload.input_shape}")
         now = time.monotonic()
+        self._keep_partitioned(frame, x)
+        meta = {"origin": "local", "source_addr": self.steal_addr}
         tasks = [
-            LocalTask(frame, t, self.workload.level(t), self.workload.crop(x, t), {"origin": "local"}, queued_at=now)
+            LocalTask(frame, t, self.workload.level(t), self.workload.crop(x, t), dict(meta), queued_at=now)
             for t in range(self.workload.n_tiles)
         ]
         self.queue.push_frame(tasks)
@@ -439,6 +469,16 @@ class Edge:
         if type(idle) is int and idle > 0 and self.config.serve_first_s > 0 and self.current is None:
             self._serve_first = (frame, min(idle, len(tasks) - 1), now + self.config.serve_first_s)
         self._report_queue()
+
+    def _keep_partitioned(self, frame: int, x: "np.ndarray | Exact8") -> None:
+        old = self._partitioned.pop(frame, None)
+        if old is not None:
+            self._partitioned_bytes -= old.nbytes
+        self._partitioned[frame] = x
+        self._partitioned_bytes += x.nbytes
+        while self._partitioned_bytes > PARTITIONED_BYTES and len(self._partitioned) > 2:
+            _, dropped = self._partitioned.popitem(last=False)
+            self._partitioned_bytes -= dropped.nbytes
 
     def _on_accept(self, msg: Message) -> None:
         tag = self._inflight.get(msg["ref"])
@@ -473,14 +513,21 @@ class Edge:
     def _on_task(self, msg: Message, stolen: bool) -> None:
         assert self.workload is not None
         tile = msg["tile"]
-        crop = msg.arrays[0]
-        self.workload.check_crop(tile, crop)  # ProtocolError on a bad tile id or shape
         meta = msg["meta"]
         if not isinstance(meta.get("origin", ""), str):
             raise ProtocolError("TASK meta.origin must be a string")
-        if 0 in msg.codes:  # kept as it came: its size is what moved, and what moves on if stolen again
+        region = _region_field(meta.get("crop"), "TASK meta.crop")
+        if region is not None and not isinstance(meta.get("source_addr"), str):
+            raise ProtocolError("TASK with a partial crop lacks meta.source_addr")
+        has_crop = region is None or (region[0] < region[2] and region[1] < region[3])
+        if has_crop and not msg.arrays:
+            raise ProtocolError(f"TASK for tile {tile} carries no input crop")
+        crop = msg.arrays[0] if has_crop else None
+        self.workload.check_crop(tile, crop, region) if region is not None else self.workload.check_crop(tile, crop)
+        if has_crop and 0 in msg.codes:  # kept as it came: its size is what moved, and what moves on if stolen again
             crop = msg.codes[0]
-        task = LocalTask(msg["frame"], tile, self.workload.level(tile), crop, dict(meta), stolen, list(msg.arrays[1:]))
+        extra = list(msg.arrays[1:] if has_crop else msg.arrays)
+        task = LocalTask(msg["frame"], tile, self.workload.level(tile), crop, dict(meta), stolen, extra, region=region)
         task.queued_at = time.monotonic()
         if stolen:
             self.stats["stolen"] += 1
@@ -636,6 +683,9 @@ class Edge:
         if msg.type == "PIECES":
             self._on_pieces(addr, msg)
             return
+        if msg.type == "CROP":
+            self._on_crop(addr, msg)
+            return
         if self.stealing is None or self.stealing[1] != addr:
             if msg.type == "TASK":  # a late answer to a steal we gave up on: still ours to run
                 self._on_task(msg, stolen=True)
@@ -675,7 +725,7 @@ class Edge:
         for task, position in order:
             # when would this edge itself start the task, and how long would moving it take?
             wait_s = running_left + position * avg
-            transfer_s = (task.crop.nbytes + sum(a.nbytes for a in task.extra)) / self.link_bytes_per_s
+            transfer_s = self._lean(task).input_bytes / self.link_bytes_per_s
             if steal_pays(wait_s, transfer_s):
                 chosen = position
                 break
@@ -684,12 +734,15 @@ class Edge:
             steal_log.info("event=steal_refused victim=%s queued=%d reason=transfer_exceeds_wait", self.peer_id, len(order))
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
-        task = self.queue.pop_at(chosen)
-        meta = {k: v for k, v in task.meta.items() if k in ("origin", "reuse")}
+        task = self._lean(self.queue.pop_at(chosen))
+        meta = {k: v for k, v in task.meta.items() if k in ("origin", "reuse", "source_addr")}
         meta["victim"] = self.peer_id
+        if task.region is not None:
+            meta["crop"] = list(task.region)
+        arrays = ([task.crop] if task.crop is not None else []) + list(task.extra)
         transport.send(
             self.steal_sock,
-            make("TASK", [task.crop, *task.extra], frame=task.frame, tile=task.tile, level=task.level, meta=meta),
+            make("TASK", arrays, frame=task.frame, tile=task.tile, level=task.level, meta=meta),
             identity,
         )
         self._send_gw(make("MOVED", frame=task.frame, tile=task.tile, thief=thief))
@@ -699,6 +752,85 @@ class Edge:
             self._serve_first = (f, expected - 1, until) if expected > 1 else None
         steal_log.info("event=steal_given victim=%s thief=%d frame=%d tile=%d", self.peer_id, thief, task.frame, task.tile)
         self._report_queue()
+
+    def _lean(self, task: LocalTask) -> LocalTask:
+        """The task as a thief gets it: a level-1 tile under data reuse with only the part of its
+        crop it reads when its neighbours' data arrives (often none: a 12x1 strip's ~370 KB
+        stays off the source's uplink), provided the data source can be asked for the rest."""
+        lean_region = getattr(self.workload, "lean_region", None)
+        if (lean_region is None or task.region is not None or task.level != 1 or task.crop is None
+                or self.schedule not in REUSE_SCHEDULES or not isinstance(task.meta.get("source_addr"), str)):
+            return task
+        region = lean_region(task.tile)
+        if region is None:
+            return task
+        t0, l0, _, _ = self.workload.input_region(task.tile)  # type: ignore[union-attr]
+        t, l, b, r = region
+        crop = None
+        if t < b and l < r:  # the lean part of the tile's own crop (which starts at t0, l0)
+            crop = task.crop[:, t - t0 : b - t0, l - l0 : r - l0]
+            crop = crop if isinstance(crop, Exact8) else np.ascontiguousarray(crop)
+        return LocalTask(task.frame, task.tile, task.level, crop, task.meta, task.stolen, task.extra,
+                         task.queued_at, region=tuple(region))
+
+    def _on_crop_req(self, identity: bytes, msg: Message) -> None:
+        """A thief's lean level-1 task needs more of a frame this edge is the data source of."""
+        region = _region_field(msg["region"], "CROP_REQ.region")
+        x = self._partitioned.get(msg["frame"])
+        crop = None
+        if x is not None and region is not None and self.workload is not None:
+            _, h, w = x.shape
+            if 0 <= msg["tile"] < self.workload.n_tiles and region[2] <= h and region[3] <= w:
+                crop = self.workload.crop_region(x, region)  # type: ignore[union-attr]
+            else:
+                log.warning("CROP_REQ for tile %d region %s of a %dx%d frame: refused", msg["tile"], list(region), h, w)
+        reply = make("CROP", [crop] if crop is not None else [], frame=msg["frame"], tile=msg["tile"],
+                     region=list(region or ()))
+        transport.send(self.steal_sock, reply, identity)
+
+    def _needs_more_input(self, task: LocalTask) -> "tuple[int, int, int, int] | None":
+        """The input a (lean) task still lacks to run with the reuse data it has, or None."""
+        if task.region is None or self.workload is None:
+            return None
+        reuse = task.meta.get("reuse")
+        data = ReuseData(task.extra, reuse) if reuse is not None and task.extra else None
+        need = tuple(self.workload.input_needed(task.tile, data))  # type: ignore[union-attr]
+        have = task.region
+        if need[0] >= need[2] or need[1] >= need[3]:
+            return None
+        if have[0] <= need[0] and have[1] <= need[1] and have[2] >= need[2] and have[3] >= need[3]:
+            return None
+        return need  # type: ignore[return-value]
+
+    def _fetch_crop(self, task: LocalTask, need: tuple[int, int, int, int]) -> None:
+        addr = transport.tcp_address(task.meta["source_addr"])
+        self.parked = task
+        self._parked_at = time.monotonic()
+        self._crop_fetch = (addr, self._parked_at)
+        transport.send(self._victim_socket(addr), make("CROP_REQ", frame=task.frame, tile=task.tile, region=list(need)))
+        log.info("tile %d of frame %d: a neighbour's data is missing, fetching input %s from its source",
+                 task.tile, task.frame, list(need))
+
+    def _on_crop(self, addr: str, msg: Message) -> None:
+        task = self.parked
+        if task is None or self._crop_fetch is None or self._crop_fetch[0] != addr or \
+                (task.frame, task.tile) != (msg["frame"], msg["tile"]):
+            return  # late: the task was dropped
+        self.parked, self._crop_fetch = None, None
+        region = _region_field(msg["region"], "CROP.region")
+        if not msg.arrays or region is None:
+            log.warning("tile %d of frame %d: its source no longer has the frame; dropped (the gateway "
+                        "re-issues it)", task.tile, task.frame)
+            return
+        crop = msg.codes.get(0, msg.arrays[0])
+        try:
+            assert self.workload is not None
+            self.workload.check_crop(task.tile, as_float(crop), region)
+        except ProtocolError as exc:
+            log.warning("tile %d of frame %d: bad CROP from %s (%s); dropped", task.tile, task.frame, addr, exc)
+            return
+        task.crop, task.region = crop, region
+        self._run_unparked(task)
 
     def _back_off(self) -> None:
         self._backoff_s = min(0.2, max(0.005, self._backoff_s * 2))
@@ -781,6 +913,11 @@ class Edge:
             self._parked_at = time.monotonic()
             self._send_gw(make("REUSE_REQ", frame=task.frame, tile=task.tile))
             return
+        need = self._needs_more_input(task)
+        if need is not None:  # a lean task whose neighbour's data is missing
+            assert self.parked is None
+            self._fetch_crop(task, need)
+            return
         self.current = task
         self.current_started = time.monotonic()
         log.debug("start tile %d of frame %d (level %d)", task.tile, task.frame, task.level)
@@ -799,7 +936,11 @@ class Edge:
                 try:
                     reuse = task.meta.get("reuse")
                     data = ReuseData(task.extra, reuse) if reuse is not None and task.extra else None
-                    out = self.workload.run(task.tile, as_float(task.crop), data)  # type: ignore[union-attr]
+                    crop = as_float(task.crop) if task.crop is not None else None
+                    if task.region is None:
+                        out = self.workload.run(task.tile, crop, data)  # type: ignore[union-attr]
+                    else:
+                        out = self.workload.run(task.tile, crop, data, region=task.region)  # type: ignore[union-attr,call-arg]
                     err = None
                 except Exception as exc:
                     log.exception("tile %d of frame %d failed", task.tile, task.frame)
@@ -836,7 +977,7 @@ class Edge:
             meta.update(
                 n_publish=n_publish,
                 queue_s=max(0.0, self.current_started - task.queued_at),
-                input_bytes=int(task.crop.nbytes + sum(a.nbytes for a in task.extra)),
+                input_bytes=task.input_bytes,
                 origin=str(task.meta.get("origin", "local")),
                 reused=task.meta.get("reuse") is not None and bool(task.extra),
             )
@@ -912,10 +1053,15 @@ class Edge:
             return
         if now - self._last_gw_tx >= self.hb_interval_s:
             self._send_gw(make("HEARTBEAT"))
-        if self.parked is not None and self._fetching and now - self._parked_at > max(0.5, 2 * self.hb_interval_s):
+        if self.parked is not None and self._crop_fetch is not None and \
+                now - self._crop_fetch[1] > max(1.0, 4 * self.hb_interval_s):
+            task, self.parked, self._crop_fetch = self.parked, None, None
+            log.warning("tile %d of frame %d: its source did not send the input it needs; dropped (the gateway "
+                        "re-issues it)", task.tile, task.frame)
+        elif self.parked is not None and self._fetching and now - self._parked_at > max(0.5, 2 * self.hb_interval_s):
             log.info("no overlap data from %s in time: computing those sides", sorted(set(self._fetching.values())))
             self._pieces_done()  # run with the pieces that did arrive
-        elif self.parked is not None and now - self._parked_at > max(1.0, 4 * self.hb_interval_s):
+        elif self.parked is not None and self._crop_fetch is None and now - self._parked_at > max(1.0, 4 * self.hb_interval_s):
             task, self.parked = self.parked, None  # no REUSE answer: compute it in full (fallback)
             task.meta["reuse"] = None
             self.queue.push_front(task)

@@ -15,8 +15,8 @@ Images travel as 8-bit codes (dtype code ``q8``): a float32 array whose every va
 sent as its codes, a quarter of the bytes, and decoded back to the *same* float32 bits
 (:class:`Exact8`; :func:`exact8` checks the round trip bit for bit, so nothing is ever
 approximated). The receiver gets float32 as usual, plus the codes in ``Message.codes`` so it
-can forward crops without growing them again. Allowed for the input arrays of SUBMIT, FRAME
-and TASK.
+can forward crops without growing them again. Allowed for the input arrays of SUBMIT, FRAME,
+TASK and CROP.
 
 Message types (direction: fields; arrays)
 ------------------------------------------
@@ -52,7 +52,10 @@ WORK_REQ     edge -> gateway: the edge is idle and wants a task (or a victim to 
              its queue is stale until it reports QUEUE again); optional prefetch (true: the
              edge is busy and wants a level-1 tile ahead, so a victim holding those).
 TASK         gateway -> edge, or victim -> thief: frame, tile, level, meta (dict);
-             [tile input crop, *reuse arrays].
+             [tile input crop, *reuse arrays]. With meta.crop = [top, left, bottom, right] the
+             crop holds only that part of the network input (a stolen WST-S level-1 tile: what
+             it reads with all its neighbours' data in), and none at all if that is empty;
+             meta.source_addr then names the data source's steal server for CROP_REQ.
 VICTIM       gateway -> edge: victim (peer id), addr (str); steal from there.
 NO_WORK      gateway -> edge, or victim -> thief: nothing to do now (wait to be woken).
 STEAL_REQ    thief -> victim: thief (peer id); two-step steal, step 1; optional prefetch
@@ -70,6 +73,10 @@ PIECES_REQ   edge -> edge (steal server): frame, src, dest; ``wst-sp``: the over
              layers (list[int]): only those (the ones dest reads with the neighbours listed).
 PIECES       edge -> edge: frame, src, dest, meta {layers: [int, ...]}; [one array per layer]
              (no arrays: not held any more, the asker computes that side itself).
+CROP_REQ     edge -> data source (steal server): frame, tile, region [top, left, bottom,
+             right]; a lean level-1 task whose neighbour's data is missing needs more input.
+CROP         data source -> edge: frame, tile, region; [that part of the frame] (no array:
+             the frame is gone, the asker drops the task and the gateway re-issues it).
 RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile outputs...,
              published overlap arrays...]. Under ``wst-s`` a level-0 tile publishes its core
              (model spec ``publish: "core"``): the pieces each neighbour reads with all of its
@@ -80,7 +87,8 @@ STATUS_REQ   client -> gateway: asks for the cluster's state.
 
 Open dicts (``meta``, ``model``, ``trace``) are checked by their consumer, not here:
 TASK.meta    origin ("local"|"gateway"), victim (peer id, stolen tasks), reuse (WST-S: the
-             REUSE meta of the attached arrays, None = compute in full).
+             REUSE meta of the attached arrays, None = compute in full), crop and
+             source_addr (a lean crop, see TASK).
 REUSE.meta   pieces: [[src_tile, layer], ...], one per array; or (wst-sp) peers:
              [[src_tile, peer_id, steal_addr], ...].
 RESULT.meta  n_publish (trailing arrays that are WST-S overlap data), publish: [[dest_tile,
@@ -206,7 +214,7 @@ SCHEMAS: dict[str, tuple[dict[str, tuple[type, ...]], tuple[int, int], frozenset
     "FRAME": ({"frame": _INT}, (1, 1), frozenset({"f4", "q8"})),
     "QUEUE": ({"pending": _INT, "frames": _LIST}, (0, 0), frozenset()),
     "WORK_REQ": ({}, (0, 0), frozenset()),
-    "TASK": ({"frame": _INT, "tile": _INT, "level": _INT, "meta": _DICT}, (1, MAX_ARRAYS), frozenset({"f4", "q8"})),
+    "TASK": ({"frame": _INT, "tile": _INT, "level": _INT, "meta": _DICT}, (0, MAX_ARRAYS), frozenset({"f4", "q8"})),
     "VICTIM": ({"victim": _INT, "addr": _STR}, (0, 0), frozenset()),
     "NO_WORK": ({}, (0, 0), frozenset()),
     "STEAL_REQ": ({"thief": _INT}, (0, 0), frozenset()),
@@ -214,6 +222,8 @@ SCHEMAS: dict[str, tuple[dict[str, tuple[type, ...]], tuple[int, int], frozenset
     "REUSE_REQ": ({"frame": _INT, "tile": _INT}, (0, 0), frozenset()),
     "REUSE": ({"frame": _INT, "tile": _INT, "meta": _DICT}, (0, MAX_ARRAYS), frozenset({"f4"})),
     "PIECES_REQ": ({"frame": _INT, "src": _INT, "dest": _INT}, (0, 0), frozenset()),
+    "CROP_REQ": ({"frame": _INT, "tile": _INT, "region": _LIST}, (0, 0), frozenset()),
+    "CROP": ({"frame": _INT, "tile": _INT, "region": _LIST}, (0, 1), frozenset({"f4", "q8"})),
     "PIECES": ({"frame": _INT, "src": _INT, "dest": _INT, "meta": _DICT}, (0, MAX_ARRAYS), frozenset({"f4"})),
     "RESULT": (
         {"frame": _INT, "tile": _INT, "stolen": _BOOL, "compute_s": _NUM, "meta": _DICT},

@@ -171,11 +171,19 @@ class LocalTask:
     frame: int
     tile: int
     level: int
-    crop: Any  # float32 CHW array, or an Exact8 (8-bit coded crop of an 8-bit frame)
+    crop: Any  # float32 CHW array, or an Exact8 (8-bit coded crop of an 8-bit frame); None: empty region
     meta: dict[str, Any] = field(default_factory=dict)
     stolen: bool = False
     extra: list[np.ndarray] = field(default_factory=list)
     queued_at: float = 0.0
+    # The part of the network input `crop` holds (top, left, bottom, right); None: the tile's
+    # whole input. A stolen level-1 tile under data reuse carries only what it reads with all
+    # its neighbours' data in (Workload.lean_region), and fetches more only if one is missing.
+    region: tuple[int, int, int, int] | None = None
+
+    @property
+    def input_bytes(self) -> int:
+        return int((self.crop.nbytes if self.crop is not None else 0) + sum(a.nbytes for a in self.extra))
 
 
 class LocalQueue:

@@ -16,8 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deepthings.errors import ProtocolError, ShapeError
+from deepthings.errors import PlanError, ProtocolError, ShapeError
+from deepthings.ftp.regions import Region
 from deepthings.runtime.protocol import Exact8
+
+Quad = tuple[int, int, int, int]  # (top, left, bottom, right), half-open
 
 
 @dataclass
@@ -241,15 +244,71 @@ class FTPWorkload:
             return x[:, r.top : r.bottom, r.left : r.right]
         return np.ascontiguousarray(self.plan.crop_input(tile, x), dtype=np.float32)
 
-    def check_crop(self, tile: int, crop: np.ndarray) -> None:
+    def check_crop(self, tile: int, crop: "np.ndarray | None", region: Quad | None = None) -> None:
+        """ProtocolError unless ``crop`` is the tile's input crop, or (``region``: which part of
+        the network input it holds) a part of it; an empty region comes without a crop."""
         t = self._tile(tile)
-        want = (self.input_shape[0], t.input_region.height, t.input_region.width)
-        if tuple(crop.shape) != want or crop.dtype != np.float32:
-            raise ProtocolError(f"tile {tile}: input crop {tuple(crop.shape)} {crop.dtype}, expected {want} float32")
+        r = t.input_region if region is None else Region.of(region)
+        if region is not None and not (len(region) == 4 and (r.empty or t.input_region.contains(r))):
+            raise ProtocolError(f"tile {tile}: input region {list(region)} is not inside its input {t.input_region}")
+        if r.empty:
+            if crop is not None:
+                raise ProtocolError(f"tile {tile}: a crop of shape {tuple(crop.shape)} for the empty region")
+            return
+        want = (self.input_shape[0], r.height, r.width)
+        if crop is None or tuple(crop.shape) != want or crop.dtype != np.float32:
+            got = "none" if crop is None else f"{tuple(crop.shape)} {crop.dtype}"
+            raise ProtocolError(f"tile {tile}: input crop {got}, expected {want} float32")
+
+    def input_region(self, tile: int) -> Quad:
+        """The part of the network input ``tile`` reads without any reuse data."""
+        return self._tile(tile).input_region.as_tuple()
+
+    def lean_region(self, tile: int) -> "Quad | None":
+        """Under data reuse, the part of the network input a level-1 tile reads when the data of
+        all its neighbours arrives, the usual case (None for other tiles: they read their whole
+        input). A row strip between two level-0 strips reads none of it: a thief needs no crop
+        until a neighbour is missing (then ``input_needed`` grows)."""
+        if self._rp is None or self.level(tile) != 1:
+            return None
+        return self._rp.input_region(tile, self._rp.neighbours(tile).values()).as_tuple()
+
+    def input_needed(self, tile: int, reuse: "ReuseData | None") -> Quad:
+        """The part of the network input ``tile`` reads given the reuse data it has."""
+        t = self._tile(tile)
+        if self._rp is None or t.level != 1 or reuse is None:
+            return t.input_region.as_tuple()
+        data = self._neighbour_data(tile, reuse)
+        present, _ = self._rp.complete_neighbours(tile, {src: layers.keys() for src, layers in data.items()})
+        return self._rp.input_region(tile, present).as_tuple()
+
+    def crop_region(self, x: "np.ndarray | Exact8", region: Quad) -> "np.ndarray | Exact8 | None":
+        """``region`` of a whole frame (8-bit coded frames give coded crops; None if empty)."""
+        r = Region.of(region)
+        if r.empty:
+            return None
+        if isinstance(x, Exact8):
+            return x[:, r.top : r.bottom, r.left : r.right]
+        return np.ascontiguousarray(x[:, r.top : r.bottom, r.left : r.right], dtype=np.float32)
 
     # ----- tiles
-    def run(self, tile: int, crop: np.ndarray, reuse: ReuseData | None = None) -> TileOutput:
-        self.check_crop(tile, crop)
+    def run(self, tile: int, crop: "np.ndarray | None", reuse: ReuseData | None = None,
+            region: Quad | None = None) -> TileOutput:
+        """Compute ``tile`` on its input crop (``region``: the part of the input ``crop`` holds,
+        which must contain what the tile reads with the reuse data given)."""
+        self.check_crop(tile, crop, region)
+        if region is not None and self._rp is not None and self.level(tile) == 1:
+            r = Region.of(region)
+            x = crop if crop is not None else np.empty((self.input_shape[0], 0, 0), np.float32)
+            data = self._neighbour_data(tile, reuse) if reuse is not None else {}
+            try:
+                out = self._rp.run_level1(tile, x, data, self.engine, x_origin=r)
+            except PlanError as exc:
+                raise ProtocolError(str(exc)) from None
+            arrays = [out] if isinstance(out, np.ndarray) else list(out)
+            return TileOutput([np.ascontiguousarray(a, np.float32) for a in arrays], {})
+        if region is not None and Region.of(region) != self._tile(tile).input_region:
+            raise ProtocolError(f"tile {tile}: needs its whole input, got region {list(region)}")
         if self._rp is not None and self.level(tile) == 0:
             only = self._rp.core_pieces(tile) if self.publish == "core" else None
             out, published = self._rp.run_level0(tile, crop, self.engine, pieces=only)
