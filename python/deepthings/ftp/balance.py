@@ -3,7 +3,8 @@
 An even split gives every cell the same share of layer L-1's output, but not the same work:
 a border tile needs overlap on fewer sides than an interior one, and under data reuse (WST-S)
 the level-0 tiles compute their overlap while the level-1 tiles reuse it. With as many tiles
-per level as devices, the slowest tile of each level sets the latency. ``balanced_cuts`` moves
+per level as devices, the slowest tile of each level sets the latency; and since an edge
+runs a level-0 tile's partner next, the busiest pair of tiles. ``balanced_cuts`` moves
 the boundaries (coordinate descent on the cost model's FLOPs) to minimise the makespan of a
 greedy schedule of the tiles on K equal devices; ``FTP(..., cuts=...)`` takes the result.
 
@@ -28,15 +29,20 @@ Cuts = tuple[tuple[int, ...], tuple[int, ...]]
 SOURCE_LOAD = 0.1
 
 
-def schedule_makespan(plan: FTP, devices: int, reuse: bool, source: float | None = None) -> tuple[float, float]:
+def schedule_makespan(plan: FTP, devices: int, reuse: bool, source: float | None = None,
+                      paired: bool = True) -> tuple[float, float]:
     """(makespan, total) in FLOPs of the plan's tiles greedily scheduled on ``devices`` equal
     devices: largest tile first to the earliest free device; under ``reuse`` the level-1 tiles
-    start only once their level-0 neighbours are done (and cost their reduced FLOPs).
+    start only once their level-0 neighbours are done (and cost their reduced FLOPs), and with
+    ``paired`` a level-0 tile's partner (``ReusePlan.partners``) runs next on the same device,
+    as the runtime's edges prefetch it by name; the other level-1 tiles go to whichever device
+    is free first.
 
     ``source`` (a load s >= 0) makes device 0 the data source as the runtime runs it: it starts
-    its queue's first tile (tile 0) at once and, under ``reuse``, keeps the last level-1 tile,
-    which the thieves (stealing from the front) leave to it; its tiles cost (1 + s) times more
-    because it also serves the steals. None: no device is special (the gateway shares the tiles).
+    its queue's first tile (tile 0) at once and, under ``reuse``, keeps a level-1 tile: tile 0's
+    partner (``paired``), else the last one, which the thieves (stealing from the front) leave
+    to it; its tiles cost (1 + s) times more because it also serves the steals. None: no device
+    is special (the gateway shares the tiles).
     """
     if devices < 1:
         raise PlanError(f"devices must be >= 1, got {devices}")
@@ -47,7 +53,7 @@ def schedule_makespan(plan: FTP, devices: int, reuse: bool, source: float | None
     free = [(0.0, d) for d in range(devices)]
     heapq.heapify(free)
 
-    def place(start_at: float, flops: float, device: int | None = None) -> float:
+    def place(start_at: float, flops: float, device: int | None = None) -> tuple[float, int]:
         """Run a tile on ``device`` (default: the earliest free one) once it is ready."""
         if device is None:
             t, device = heapq.heappop(free)
@@ -57,18 +63,19 @@ def schedule_makespan(plan: FTP, devices: int, reuse: bool, source: float | None
             heapq.heapify(free)
         end = max(t, start_at) + flops * slow[device]
         heapq.heappush(free, (end, device))
-        return end
+        return end, device
 
     rp = plan.reuse
     order0 = sorted(cost.values(), key=lambda t: -t.flops) if not reuse else \
         sorted((cost[i] for i in rp.level0), key=lambda t: -t.flops)
     pinned0 = 0 if source is not None and 0 in {t.tile_id for t in order0} else None
     done: dict[int, float] = {}
+    ran_on: dict[int, int] = {}
     if pinned0 is not None:
-        done[pinned0] = place(0.0, cost[pinned0].flops, device=0)
+        done[pinned0], ran_on[pinned0] = place(0.0, cost[pinned0].flops, device=0)
     for t in order0:
         if t.tile_id != pinned0:
-            done[t.tile_id] = place(0.0, t.flops)
+            done[t.tile_id], ran_on[t.tile_id] = place(0.0, t.flops)
     if not reuse:
         return max(f for f, _ in free), float(sum(t.flops for t in cost.values()))
     ready = []
@@ -76,13 +83,15 @@ def schedule_makespan(plan: FTP, devices: int, reuse: bool, source: float | None
         nbs = rp.neighbours(i).values()
         ready.append((max((done[s] for s in nbs), default=0.0), -cost[i].flops_reuse, i))
     end = max(done.values(), default=0.0)
-    pinned1 = rp.level1[-1] if source is not None and rp.level1 else None
-    if pinned1 is not None:
-        r, neg, i = next(x for x in ready if x[2] == pinned1)
-        end = max(end, place(r, -neg, device=0))
-    for r, neg, i in sorted(ready):
-        if i != pinned1:
-            end = max(end, place(r, -neg))
+    # level-1 tile -> the device it runs on: its level-0 partner's, or the source's
+    fixed: dict[int, int] = {}
+    if paired:
+        fixed = {dest: ran_on[src] for src, dest in rp.partners.items()}
+    elif source is not None and rp.level1:
+        fixed = {rp.level1[-1]: 0}
+    for r, neg, i in sorted(ready):  # in the order their inputs are ready
+        e, _ = place(r, -neg, device=fixed.get(i))
+        end = max(end, e)
     return end, float(sum(t.flops_reuse for t in cost.values()))
 
 
@@ -92,7 +101,7 @@ def balanced_cuts(
     fused_layers: int,
     devices: int,
     reuse: bool = True,
-    max_evaluations: int = 400,
+    max_evaluations: int = 3000,
     source: float | None = None,
 ) -> Cuts:
     """Cell boundaries (rows, cols) on layer L-1's output that minimise the modelled makespan
@@ -114,20 +123,37 @@ def balanced_cuts(
                 cache[k] = (float("inf"), float("inf"))
         return cache[k]
 
+    def moves(c: list[list[int]]):
+        """Neighbouring cuts: one boundary moved by up to 3, or rows handed from one cell to
+        any other along an axis (every boundary between them moves by one, so the cells in
+        between keep their sizes: the busiest pair of tiles can pass work to the idlest one
+        across the map, which single moves cannot do without first making a cell worse)."""
+        for axis in (0, 1):
+            b = c[axis]
+            for i in range(1, len(b) - 1):
+                for step in (1, -1, 2, -2, 3, -3):
+                    yield axis, (i,), step
+            cells = len(b) - 1
+            for i in range(cells):
+                for j in range(i + 1, cells):
+                    # cell i gives a row to cell j (step -1 on boundaries i+1..j), or takes one
+                    for step in (-1, 1):
+                        yield axis, tuple(range(i + 1, j + 1)), step
+
     best = score(cuts)
     improved = True
     while improved and len(cache) < max_evaluations:
         improved = False
-        for axis, size in ((0, h), (1, w)):
-            for i in range(1, len(cuts[axis]) - 1):
-                for step in (1, -1, 2, -2, 3, -3):
-                    trial = [list(cuts[0]), list(cuts[1])]
-                    trial[axis][i] += step
-                    if not trial[axis][i - 1] < trial[axis][i] < trial[axis][i + 1]:
-                        continue
-                    s = score(trial)
-                    if s < best:
-                        best, cuts, improved = s, trial, True
-                        break
+        for axis, idx, step in moves(cuts):
+            trial = [list(cuts[0]), list(cuts[1])]
+            for i in idx:
+                trial[axis][i] += step
+            b = trial[axis]
+            if not all(b[i - 1] < b[i] < b[i + 1] for i in idx):
+                continue
+            s = score(trial)
+            if s < best:
+                best, cuts, improved = s, trial, True
+                break
     return tuple(cuts[0]), tuple(cuts[1])
 

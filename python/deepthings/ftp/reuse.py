@@ -21,6 +21,7 @@ API used by the runtime (gateway caches published data per frame and source tile
     rp.level(t)                                      # 0 or 1
     rp.level0, rp.level1                             # tile ids in scheduling order
     rp.neighbours(t) -> {side: tile_id}              # level-0 neighbours of a level-1 tile
+    rp.partners -> {level-0 tile: level-1 tile}      # who runs which level-1 tile next
     rp.publish_regions(t) -> {dest: {layer: Region}} # what a level-0 tile publishes
     out, published = rp.run_level0(t, x, engine=None)
         # out: like plan.run_tile; published: {dest_tile: {layer: float32 CHW array}}
@@ -85,6 +86,7 @@ class ReusePlan:
         self._steps: dict[tuple[int, frozenset[int]], list[Step]] = {}
         self._needed: dict[tuple[int, frozenset[int]], dict[int, frozenset[int]]] = {}
         self._core: dict[int, dict[int, frozenset[int]]] = {}
+        self._partners: dict[int, int] | None = None
         # _publish[src][dest][layer]: what level-0 tile src publishes for level-1 tile dest.
         self._publish: dict[int, dict[int, dict[int, Region]]] = {t: {} for t in self.level0}
         h, w = plan.input_shape[1], plan.input_shape[2]
@@ -121,6 +123,27 @@ class ReusePlan:
     def neighbours(self, tile_id: int) -> dict[str, int]:
         """The up/left/down/right neighbours of a tile (always of the other level)."""
         return self._adjacent(tile_id)
+
+    @property
+    def partners(self) -> dict[int, int]:
+        """{level-0 tile: level-1 tile} pairs of neighbours, one level-1 tile per level-0 tile at
+        most (below, else right, left, above, first come in tile order; row strips pair t with
+        t + 1). An edge that ran a level-0 tile runs its partner next (it prefetches it by name),
+        so the cuts can balance each pair's work: random pairings of heavy and light tiles made
+        the busiest device 10-16% busier than the mean on YOLOv2 12x1."""
+        if self._partners is None:
+            taken: set[int] = set()
+            pairs = {}
+            for t in self.level0:
+                adj = self._adjacent(t)
+                for side in ("down", "right", "left", "up"):
+                    dest = adj.get(side)
+                    if dest is not None and dest not in taken:
+                        pairs[t] = dest
+                        taken.add(dest)
+                        break
+            self._partners = pairs
+        return self._partners
 
     def publish_regions(self, tile_id: int) -> dict[int, dict[int, Region]]:
         """For a level-0 tile: {level-1 neighbour: {layer: region of that layer's output}}."""

@@ -663,7 +663,11 @@ class Edge:
         sock = self._victim_socket(addr)
         # Busy: this is a prefetch, for a level-1 tile only (see _dispatch).
         prefetch = self.current is not None
-        req = make("STEAL_REQ", thief=self.peer_id or 0, **({"prefetch": True} if prefetch else {}))
+        want = self._wanted() if prefetch else None
+        extra: dict[str, Any] = {"prefetch": True} if prefetch else {}
+        if want is not None:
+            extra["want"] = want
+        req = make("STEAL_REQ", thief=self.peer_id or 0, **extra)
         transport.send(sock, req)
         self.stealing = (sock, addr, time.monotonic())
         self._prefetching = prefetch
@@ -713,6 +717,9 @@ class Edge:
         order = self.queue.steal_order() if self.ready else []
         if msg.fields.get("prefetch") is True:  # a busy thief: level-1 tiles only
             order = [(t, p) for t, p in order if t.level == 1]
+        want = msg.fields.get("want")
+        if isinstance(want, list) and len(want) == 2:  # the thief's partner tile goes first
+            order = sorted(order, key=lambda tp: [tp[0].frame, tp[0].tile] != want)
         if not order or thief == self.peer_id:
             transport.send(self.steal_sock, make("NO_WORK"), identity)
             return
@@ -887,9 +894,21 @@ class Edge:
         return (self.schedule in REUSE_SCHEDULES and self.workload is not None
                 and bool(self.workload.supports_reuse))
 
+    def _wanted(self) -> list[int] | None:
+        """[frame, tile] of the level-1 partner of the level-0 tile running here, if any: the
+        tile to prefetch (the balanced cuts pair them, so each edge's two tiles add up evenly)."""
+        partner = getattr(self.workload, "partner", None)
+        if self.current is None or self.current.level != 0 or partner is None:
+            return None
+        tile = partner(self.current.tile)
+        return None if tile is None else [self.current.frame, int(tile)]
+
     def _work_req(self) -> Message:
         # Busy: a prefetch (level-1 tiles only), so the gateway picks a victim that has them.
         extra: dict[str, Any] = {"prefetch": True} if self.current is not None else {}
+        want = self._wanted() if self.current is not None else None
+        if want is not None:
+            extra["want"] = want
         if self._empty_victim is not None:
             extra["empty"] = self._empty_victim
             self._empty_victim = None

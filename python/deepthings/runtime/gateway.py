@@ -96,6 +96,7 @@ class Gateway:
         self.events = EventLog()
         self.waiting: dict[int, float] = {}  # idle edges waiting for work, in arrival order
         self._prefetching: set[int] = set()  # waiting edges that are busy (WST-S level-1 prefetch)
+        self._wants: dict[int, tuple[int, int]] = {}  # waiting edge -> (frame, tile) it prefetches
         # REUSE_REQs waiting for neighbours' data: (deadline, peer id, frame, tile)
         self._reuse_waits: list[tuple[float, int, int, int]] = []
         self._l0_compute_s: float | None = None  # running mean of level-0 tiles' compute time
@@ -414,6 +415,11 @@ class Gateway:
             self._prefetching.add(peer.peer_id)
         else:
             self._prefetching.discard(peer.peer_id)
+        want = msg.fields.get("want")
+        if isinstance(want, list) and len(want) == 2 and all(type(v) is int for v in want):
+            self._wants[peer.peer_id] = (want[0], want[1])
+        else:
+            self._wants.pop(peer.peer_id, None)
         self._dispatch(now)
 
     def _on_moved(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
@@ -554,16 +560,25 @@ class Gateway:
                 item = self.gqueue.pop()  # done meanwhile
             if item is not None:
                 self.waiting.pop(peer_id, None)
+                self._wants.pop(peer_id, None)
                 self._push_task(peer, item[0], item[1], now)
                 continue
             if self.config.schedule == "wsh":
                 break  # nothing to share; the edges wait to be served
             level = (1 if peer_id in self._prefetching else 0) if self.reuse else None
-            victim_id = self.victims.next(exclude=peer_id, level=level)
+            victim_id = None
+            want = self._wants.get(peer_id)
+            if want is not None:  # the edge holding the tile it wants (its level-0 tile's partner)
+                holder = self.book.holder(*want)
+                if holder not in (None, GATEWAY, peer_id) and holder in self.members.peers:
+                    victim_id = holder
+            if victim_id is None:
+                victim_id = self.victims.next(exclude=peer_id, level=level)
             victim = self.members.peers.get(victim_id) if victim_id is not None else None
             if victim is None or victim.steal_addr is None:
                 continue  # nobody else has work for this one; the next waiting edge may differ
             self.waiting.pop(peer_id, None)
+            self._wants.pop(peer_id, None)
             steal_log.info("event=victim thief=%d victim=%d addr=%s", peer_id, victim.peer_id, victim.steal_addr)
             self._send(peer, make("VICTIM", victim=victim.peer_id, addr=victim.steal_addr))
 
@@ -606,6 +621,7 @@ class Gateway:
         self.victims.remove(peer.peer_id)
         self.waiting.pop(peer.peer_id, None)
         self._prefetching.discard(peer.peer_id)
+        self._wants.pop(peer.peer_id, None)
         self._last_sent.pop(peer.peer_id, None)
         self._drained_at.pop(peer.peer_id, None)
         held = self.book.held_by(peer.peer_id)

@@ -50,7 +50,9 @@ QUEUE        edge -> gateway: pending (int), frames (list[int]); what the edge's
 WORK_REQ     edge -> gateway: the edge is idle and wants a task (or a victim to steal from);
              optional empty (the victim that just answered NO_WORK: the gateway's view of
              its queue is stale until it reports QUEUE again); optional prefetch (true: the
-             edge is busy and wants a level-1 tile ahead, so a victim holding those).
+             edge is busy and wants a level-1 tile ahead, so a victim holding those); optional
+             want ([frame, tile]: the level-1 partner of the level-0 tile it runs, so the
+             victim holding that one).
 TASK         gateway -> edge, or victim -> thief: frame, tile, level, meta (dict);
              [tile input crop, *reuse arrays]. With meta.crop = [top, left, bottom, right] the
              crop holds only that part of the network input (a stolen WST-S level-1 tile: what
@@ -59,7 +61,8 @@ TASK         gateway -> edge, or victim -> thief: frame, tile, level, meta (dict
 VICTIM       gateway -> edge: victim (peer id), addr (str); steal from there.
 NO_WORK      gateway -> edge, or victim -> thief: nothing to do now (wait to be woken).
 STEAL_REQ    thief -> victim: thief (peer id); two-step steal, step 1; optional prefetch
-             (true: the thief is still busy with a level-0 tile and takes a level-1 tile only).
+             (true: the thief is still busy with a level-0 tile and takes a level-1 tile only);
+             optional want ([frame, tile]: that task first, if the victim still holds it).
 MOVED        victim -> gateway: frame, tile, thief; step 2 (confirm): the task left the victim's
              queue for the thief, so the gateway knows who holds it.
 REUSE_REQ    edge -> gateway: frame, tile; a level-1 WST-S tile asks for its neighbours'

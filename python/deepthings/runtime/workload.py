@@ -348,6 +348,13 @@ class FTPWorkload:
             data.setdefault(src, {})[layer] = arr
         return data
 
+    def partner(self, tile: int) -> int | None:
+        """Under data reuse, the level-1 tile an edge that ran level-0 ``tile`` runs next
+        (``ReusePlan.partners``: the balanced cuts assume these pairs); None otherwise."""
+        if self._rp is None:
+            return None
+        return self._rp.partners.get(tile)
+
     def neighbours(self, tile: int) -> list[int]:
         """The level-0 tiles whose overlap data a level-1 ``tile`` can reuse (WST-S)."""
         if self._rp is None or self.level(self._tile(tile).tile_id) != 1:
