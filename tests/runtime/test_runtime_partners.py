@@ -90,3 +90,65 @@ def test_edges_run_the_planned_pairs(tmp_path):
             total += 1
             paired += device[src] == device[wl.partner(src)]
     assert paired >= total * 3 // 4, f"only {paired} of {total} pairs ran on one edge"
+
+
+def test_reuse_for_leaves_out_the_pieces_the_edge_holds(source):
+    """WST-S: the pieces the asking edge computed itself (its level-0 tile is the partner)
+    count for who is present but are not sent; with them the tile is exact."""
+    edge, _, x = source
+    wl = edge.workload
+    t = 3
+    up, down = sorted(wl.neighbours(t))
+    assert wl.partner(up) == t
+    outs = {src: wl.run(src, wl.crop(x, src)) for src in (up, down)}
+    full = wl.reuse_for(t, outs)
+    local_layers = sorted({pair[1] for pair in full.meta["pieces"] if pair[0] == up})
+    lean = wl.reuse_for(t, {down: outs[down]}, local={up: local_layers})
+    assert {p[0] for p in lean.meta["pieces"]} == {down}
+    assert lean.meta["pieces"] == [p for p in full.meta["pieces"] if p[0] == down]
+
+
+def test_an_edge_keeps_its_partners_pieces_and_uses_them(source):
+    """A level-0 result leaves the partner's pieces on the edge when it holds the partner task;
+    REUSE_REQ says so, and the pieces join the gateway's to give the exact tile."""
+    from deepthings.runtime.protocol import decode, encode
+    from deepthings.runtime.workload import ReuseData
+
+    edge, _, x = source
+    wl = edge.workload
+    up, t = 2, 3
+    down = 4
+    edge._on_frame(11, x)
+    # this edge runs level-0 tile 2 and holds its partner (tile 3) in its queue
+    task = next(q for q in edge.queue._q if q.tile == up)
+    out = wl.run(up, wl.crop(x, up))
+    meta = dict(out.meta)
+    n_out = len(out.arrays) - out.n_publish
+    arrays, n_pub = edge._keep_partner_pieces(task, meta, list(out.arrays), out.n_publish)
+    assert all(p[0] != t for p in meta["publish"]) and n_pub == len(meta["publish"]) < out.n_publish
+    assert len(arrays) == n_out + n_pub and edge._own_pieces(11, t)
+    # the task asks the gateway for the other side only
+    level1 = next(q for q in edge.queue._q if q.tile == t)
+    edge.queue._q.remove(level1)
+    edge._start(level1)
+    assert edge.parked is level1
+    # the gateway answers with tile 4's pieces (as reuse_for would, given the local ones)
+    own = {src: sorted(layers) for src, layers in edge._own_pieces(11, t).items()}
+    reuse = wl.reuse_for(t, {down: wl.run(down, wl.crop(x, down))}, local=own)
+    msg = decode(encode(make("REUSE", reuse.arrays, frame=11, tile=t, meta=reuse.meta)))
+    edge._on_reuse(msg)
+    assert edge.current is level1 and not edge._own_pieces(11, t)  # used once, then let go
+    got = wl.run(t, wl.crop(x, t), ReuseData(level1.extra, level1.meta["reuse"]))
+    np.testing.assert_array_equal(got.arrays[0], wl.plan.run_tile(t, wl.crop(x, t)))
+    assert {p[0] for p in level1.meta["reuse"]["pieces"]} == {up, down}
+
+
+def test_a_victim_keeps_the_level1_tile_whose_pieces_it_holds(source):
+    edge, thief, x = source
+    wl = edge.workload
+    edge._on_frame(12, x)
+    out = wl.run(2, wl.crop(x, 2))
+    task = next(q for q in edge.queue._q if q.tile == 2)
+    meta = dict(out.meta)
+    edge._keep_partner_pieces(task, meta, list(out.arrays), out.n_publish)
+    assert _steal(edge, thief, want=[12, 3]) != 3  # tile 3's overlap data is here: it stays

@@ -189,6 +189,8 @@ class Edge:
         # A lean level-1 task (parked) waiting for more of its input from the frame's data
         # source, which it needs because a neighbour's data is missing: (source address, since).
         self._crop_fetch: tuple[str, float] | None = None
+        # The partner of the last level-0 tile run here (frame, tile), wanted until held.
+        self._partner_wanted: tuple[int, int] | None = None
         # Frames this edge partitioned (its own or FRAMEs the gateway sent it), newest last, so
         # it can answer CROP_REQ for its lean level-1 tasks; bounded (PARTITIONED_BYTES).
         self._partitioned: OrderedDict[int, Any] = OrderedDict()
@@ -529,6 +531,8 @@ class Edge:
         extra = list(msg.arrays[1:] if has_crop else msg.arrays)
         task = LocalTask(msg["frame"], tile, self.workload.level(tile), crop, dict(meta), stolen, extra, region=region)
         task.queued_at = time.monotonic()
+        if self._partner_wanted == (task.frame, task.tile):
+            self._partner_wanted = None  # the partner is here
         if stolen:
             self.stats["stolen"] += 1
         self.queue.push(task)
@@ -544,7 +548,16 @@ class Edge:
             return
         self.parked = None
         task.extra = list(msg.arrays)
-        task.meta["reuse"] = msg["meta"] if msg.arrays else None
+        pairs = list(msg["meta"].get("pieces", [])) if msg.arrays else []
+        own_bytes = 0
+        for src, layers in self._own_pieces(task.frame, task.tile).items():  # kept here, not sent
+            for layer in sorted(layers):
+                pairs.append([src, layer])
+                task.extra.append(layers[layer])
+                own_bytes += layers[layer].nbytes
+            self._release(task.frame, src, task.tile)  # needed by this one task only
+        task.meta["reuse"] = {"pieces": pairs} if task.extra else None
+        task.meta["own_bytes"] = own_bytes
         self._run_unparked(task)
 
     def _run_unparked(self, task: LocalTask) -> None:
@@ -635,6 +648,49 @@ class Edge:
                      meta={"layers": keys})
         transport.send(self.steal_sock, reply, identity)
 
+    def _keep_partner_pieces(self, task: LocalTask, meta: dict[str, Any], arrays: list[np.ndarray],
+                             n_publish: int) -> tuple[list[np.ndarray], int]:
+        """WST-S: the pieces a level-0 tile publishes for its partner stay here when this edge
+        holds that partner task (it runs it next): they would only go up to the gateway and
+        come straight back. The rest go up as usual; meta.publish lists what went."""
+        partner = getattr(self.workload, "partner", lambda t: None)(task.tile)
+        if partner is None or not self._holds(task.frame, partner):
+            return arrays, n_publish
+        n_out = len(arrays) - n_publish
+        pairs = list(meta.get("publish", []))
+        mine = [i for i, p in enumerate(pairs) if p[0] == partner]
+        if not mine:
+            return arrays, n_publish
+        self._hold(task.frame, task.tile, [pairs[i] for i in mine], [arrays[n_out + i] for i in mine])
+        up = [i for i in range(len(pairs)) if i not in set(mine)]
+        meta["publish"] = [pairs[i] for i in up]
+        return arrays[:n_out] + [arrays[n_out + i] for i in up], len(up)
+
+    def _holds(self, frame: int, tile: int) -> bool:
+        """This edge holds (queued, parked or running) the task of ``tile`` of ``frame``."""
+        for t in (self.current, self.parked):
+            if t is not None and (t.frame, t.tile) == (frame, tile):
+                return True
+        return any((t.frame, t.tile) == (frame, tile) for t in self.queue._q)
+
+    def _own_pieces(self, frame: int, tile: int) -> dict[int, dict[int, np.ndarray]]:
+        """Overlap pieces for level-1 ``tile`` that this edge computed itself: {src: {layer: array}}."""
+        out = {}
+        for src in getattr(self.workload, "neighbours", lambda t: [])(tile):
+            layers = self._held.get((frame, src), {}).get(tile)
+            if layers:
+                out[src] = layers
+        return out
+
+    def _release(self, frame: int, src: int, dest: int) -> None:
+        """Forget the pieces level-0 tile src published for dest (wst-s keeps them for one use)."""
+        store = self._held.get((frame, src))
+        if store is None or dest not in store:
+            return
+        self._held_bytes -= self._store_bytes({dest: store.pop(dest)})
+        if not store:
+            del self._held[(frame, src)]
+
     def _hold(self, frame: int, tile: int, pairs: list[list[int]], arrays: list[np.ndarray]) -> None:
         store: dict[int, dict[int, np.ndarray]] = {}
         for (dest, layer), arr in zip(pairs, arrays):
@@ -663,7 +719,7 @@ class Edge:
         sock = self._victim_socket(addr)
         # Busy: this is a prefetch, for a level-1 tile only (see _dispatch).
         prefetch = self.current is not None
-        want = self._wanted() if prefetch else None
+        want = self._wanted()
         extra: dict[str, Any] = {"prefetch": True} if prefetch else {}
         if want is not None:
             extra["want"] = want
@@ -717,6 +773,8 @@ class Edge:
         order = self.queue.steal_order() if self.ready else []
         if msg.fields.get("prefetch") is True:  # a busy thief: level-1 tiles only
             order = [(t, p) for t, p in order if t.level == 1]
+        if self.schedule == "wst-s":  # a tile whose overlap data is here runs here (it would lose it)
+            order = [(t, p) for t, p in order if t.level != 1 or not self._own_pieces(t.frame, t.tile)]
         want = msg.fields.get("want")
         if isinstance(want, list) and len(want) == 2:  # the thief's partner tile goes first
             order = sorted(order, key=lambda tp: [tp[0].frame, tp[0].tile] != want)
@@ -895,18 +953,25 @@ class Edge:
                 and bool(self.workload.supports_reuse))
 
     def _wanted(self) -> list[int] | None:
-        """[frame, tile] of the level-1 partner of the level-0 tile running here, if any: the
-        tile to prefetch (the balanced cuts pair them, so each edge's two tiles add up evenly)."""
+        """[frame, tile] of the level-1 partner of the last level-0 tile this edge ran, until it
+        holds that task: the tile to prefetch, or to steal first when idle (the balanced cuts
+        pair them, so each edge's two tiles add up evenly). A partner already done elsewhere
+        is harmless: the gateway then picks a victim as usual."""
         partner = getattr(self.workload, "partner", None)
-        if self.current is None or self.current.level != 0 or partner is None:
+        if partner is None:
             return None
-        tile = partner(self.current.tile)
-        return None if tile is None else [self.current.frame, int(tile)]
+        if self.current is not None and self.current.level == 0:
+            tile = partner(self.current.tile)
+            self._partner_wanted = None if tile is None else (self.current.frame, int(tile))
+        want = self._partner_wanted
+        if want is not None and self._holds(*want):
+            self._partner_wanted = want = None  # got it
+        return None if want is None else list(want)
 
     def _work_req(self) -> Message:
         # Busy: a prefetch (level-1 tiles only), so the gateway picks a victim that has them.
         extra: dict[str, Any] = {"prefetch": True} if self.current is not None else {}
-        want = self._wanted() if self.current is not None else None
+        want = self._wanted()
         if want is not None:
             extra["want"] = want
         if self._empty_victim is not None:
@@ -930,7 +995,9 @@ class Edge:
             assert self.parked is None
             self.parked = task  # ask the gateway's overlap cache first
             self._parked_at = time.monotonic()
-            self._send_gw(make("REUSE_REQ", frame=task.frame, tile=task.tile))
+            own = self._own_pieces(task.frame, task.tile) if self.schedule == "wst-s" else {}
+            have = {"have": [[src, sorted(layers)] for src, layers in sorted(own.items())]} if own else {}
+            self._send_gw(make("REUSE_REQ", frame=task.frame, tile=task.tile, **have))
             return
         need = self._needs_more_input(task)
         if need is not None:  # a lean task whose neighbour's data is missing
@@ -993,10 +1060,13 @@ class Edge:
                 self._hold(task.frame, task.tile, list(meta.get("publish", [])), arrays[n_out:])
                 arrays, n_publish = arrays[:n_out], 0
                 meta["held"] = True
+            elif self.schedule == "wst-s" and n_publish:
+                arrays, n_publish = self._keep_partner_pieces(task, meta, arrays, n_publish)
             meta.update(
                 n_publish=n_publish,
                 queue_s=max(0.0, self.current_started - task.queued_at),
-                input_bytes=task.input_bytes,
+                input_bytes=task.input_bytes - int(task.meta.get("own_bytes", 0)),
+                crop_bytes=int(task.crop.nbytes) if task.crop is not None else 0,
                 origin=str(task.meta.get("origin", "local")),
                 reused=task.meta.get("reuse") is not None and bool(task.extra),
             )

@@ -42,6 +42,18 @@ steal_log = logging.getLogger("deepthings.runtime.steal")
 CLIENT_IDLE_S = 600.0
 
 
+def _local_pieces(value: Any, peer: Peer) -> dict[int, list[int]]:
+    """REUSE_REQ.have, [[src, [layer, ...]], ...], as {src: layers}; ProtocolError if malformed."""
+    if value is None:
+        return {}
+    ok = isinstance(value, list) and all(
+        isinstance(e, list) and len(e) == 2 and type(e[0]) is int and isinstance(e[1], list)
+        and all(type(v) is int for v in e[1]) for e in value)
+    if not ok:
+        raise ProtocolError(f"peer {peer.peer_id}: REUSE_REQ.have must be [[src, [layers]], ...], got {value!r}")
+    return {int(e[0]): [int(v) for v in e[1]] for e in value}
+
+
 @dataclass
 class GatewayConfig:
     """Tunables of a gateway (defaults suit a LAN; tests shorten the timeouts)."""
@@ -97,8 +109,9 @@ class Gateway:
         self.waiting: dict[int, float] = {}  # idle edges waiting for work, in arrival order
         self._prefetching: set[int] = set()  # waiting edges that are busy (WST-S level-1 prefetch)
         self._wants: dict[int, tuple[int, int]] = {}  # waiting edge -> (frame, tile) it prefetches
-        # REUSE_REQs waiting for neighbours' data: (deadline, peer id, frame, tile)
-        self._reuse_waits: list[tuple[float, int, int, int]] = []
+        # REUSE_REQs waiting for neighbours' data: (deadline, peer id, frame, tile, pieces the
+        # asker holds itself {src: layers})
+        self._reuse_waits: list[tuple[float, int, int, int, dict[int, list[int]]]] = []
         self._l0_compute_s: float | None = None  # running mean of level-0 tiles' compute time
         self._last_sent: dict[int, float] = {}
         # When the link to each peer will have drained what we sent it (at link_bytes_per_s): a
@@ -436,41 +449,43 @@ class Gateway:
 
     def _on_reuse_req(self, peer: Peer, msg: Message, nbytes: int, now: float) -> None:
         frame, tile = msg["frame"], msg["tile"]
+        local = _local_pieces(msg.get("have"), peer)
         st = self.book.frames.get(frame)
-        if st is not None and 0 <= tile < st.n_tiles and self._missing_neighbours(st, tile):
+        if st is not None and 0 <= tile < st.n_tiles and self._missing_neighbours(st, tile, local):
             wait = self.config.reuse_wait_s
             if self._l0_compute_s is not None:
                 wait = min(wait, self._l0_compute_s)
             if wait > 0:
-                self._reuse_waits.append((now + wait, peer.peer_id, frame, tile))
+                self._reuse_waits.append((now + wait, peer.peer_id, frame, tile, local))
                 self.events.add(now, frame, tile, "reuse-wait", peer.peer_id)
                 return
-        self._answer_reuse(peer, frame, tile, now)
+        self._answer_reuse(peer, frame, tile, now, local)
 
-    def _missing_neighbours(self, st: Any, tile: int) -> list[int]:
+    def _missing_neighbours(self, st: Any, tile: int, local: dict[int, list[int]] | None = None) -> list[int]:
         """Level-0 neighbours of a tile whose overlap data is not at hand yet (none if the
-        schedule does not reuse)."""
+        schedule does not reuse); ``local``: those whose data the asking edge holds itself."""
         if not self.reuse:
             return []
         have = st.holders if self.p2p else st.reuse
-        return [src for src in self.workload.neighbours(tile) if src not in have]
+        return [src for src in self.workload.neighbours(tile) if src not in have and src not in (local or {})]
 
     def _answer_reuse_waits(self, now: float) -> None:
         """Answer the waiting REUSE_REQs whose neighbours are all in, or whose time is up."""
         keep = []
         for entry in self._reuse_waits:
-            deadline, peer_id, frame, tile = entry
+            deadline, peer_id, frame, tile, local = entry
             st = self.book.frames.get(frame)
             peer = self.members.peers.get(peer_id)
             if st is None or peer is None:
                 continue  # frame answered or asker gone: nobody waits for this any more
-            if now >= deadline or not self._missing_neighbours(st, tile):
-                self._answer_reuse(peer, frame, tile, now)
+            if now >= deadline or not self._missing_neighbours(st, tile, local):
+                self._answer_reuse(peer, frame, tile, now, local)
             else:
                 keep.append(entry)
         self._reuse_waits = keep
 
-    def _answer_reuse(self, peer: Peer, frame: int, tile: int, now: float) -> None:
+    def _answer_reuse(self, peer: Peer, frame: int, tile: int, now: float,
+                      local: dict[int, list[int]] | None = None) -> None:
         st = self.book.frames.get(frame)
         data = None
         if st is not None and 0 <= tile < st.n_tiles and self.p2p:
@@ -483,7 +498,7 @@ class Gateway:
             st.bytes_out += self._send(peer, make("REUSE", [], frame=frame, tile=tile, meta={"peers": peers}))
             return
         if st is not None and 0 <= tile < st.n_tiles and self.reuse:
-            data = self.workload.reuse_for(tile, st.reuse)
+            data = self.workload.reuse_for(tile, st.reuse, local) if local else self.workload.reuse_for(tile, st.reuse)
         if data is None:
             self.events.add(now, frame, tile, "reuse-miss", peer.peer_id)
             n = self._send(peer, make("REUSE", [], frame=frame, tile=tile, meta={}))
@@ -533,8 +548,8 @@ class Gateway:
         }
         # Edge-reported extras, kept only when they have the right type (an edge is not trusted
         # to be well-behaved: the trace must never break the frame's answer).
-        for k, types in (("queue_s", (int, float)), ("cpu_s", (int, float)), ("input_bytes", (int,)), ("reused", (bool,)),
-                         ("origin", (str,))):
+        for k, types in (("queue_s", (int, float)), ("cpu_s", (int, float)), ("input_bytes", (int,)),
+                         ("crop_bytes", (int,)), ("reused", (bool,)), ("origin", (str,))):
             v = meta.get(k)
             if isinstance(v, types) and (k == "reused" or not isinstance(v, bool)):
                 trace[k] = v if k != "origin" else v[:16]
@@ -588,7 +603,7 @@ class Gateway:
         meta: dict[str, Any] = {"origin": "gateway"}
         level = self.workload.level(tile)
         if self.reuse and level == 1:
-            data = self.workload.reuse_for(tile, st.reuse)
+            data = self.workload.reuse_for(tile, st.reuse, local) if local else self.workload.reuse_for(tile, st.reuse)
             if data is not None:
                 arrays += data.arrays
                 meta["reuse"] = data.meta

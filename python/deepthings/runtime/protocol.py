@@ -66,7 +66,8 @@ STEAL_REQ    thief -> victim: thief (peer id); two-step steal, step 1; optional 
 MOVED        victim -> gateway: frame, tile, thief; step 2 (confirm): the task left the victim's
              queue for the thief, so the gateway knows who holds it.
 REUSE_REQ    edge -> gateway: frame, tile; a level-1 WST-S tile asks for its neighbours'
-             overlap data.
+             overlap data; optional have ([[src, [layer, ...]], ...]: pieces the edge holds
+             itself, from the level-0 tile it ran, whose partner this tile is: not sent again).
 REUSE        gateway -> edge: frame, tile, meta (dict); [overlap arrays] (may be empty: fallback):
              the pieces the tile reads with the neighbours that have published (not the rest
              of their publications). Under ``wst-sp`` no arrays: meta.peers says which edge
@@ -81,7 +82,8 @@ CROP_REQ     edge -> data source (steal server): frame, tile, region [top, left,
 CROP         data source -> edge: frame, tile, region; [that part of the frame] (no array:
              the frame is gone, the asker drops the task and the gateway re-issues it).
 RESULT       edge -> gateway: frame, tile, stolen, compute_s, meta (dict); [tile outputs...,
-             published overlap arrays...]. Under ``wst-s`` a level-0 tile publishes its core
+             published overlap arrays...]. Under ``wst-s`` the pieces for the tile's partner
+             stay on the edge when it holds that partner task. A level-0 tile publishes its core
              (model spec ``publish: "core"``): the pieces each neighbour reads with all of its
              neighbours in; a neighbour short of pieces is left out of REUSE (fallback side).
 DONE         gateway -> submitter: frame, ref, trace (dict), names (list[str]); [outputs...].
@@ -97,7 +99,8 @@ REUSE.meta   pieces: [[src_tile, layer], ...], one per array; or (wst-sp) peers:
 RESULT.meta  n_publish (trailing arrays that are WST-S overlap data), publish: [[dest_tile,
              layer], ...], held (wst-sp: the edge keeps the published data and serves it
              with PIECES; n_publish is then 0), queue_s, cpu_s (the tile's own CPU time),
-             input_bytes, origin, reused.
+             input_bytes (what reached the edge for the tile), crop_bytes (of it, the input
+             crop), origin, reused.
 WELCOME.model  the workload spec: kind ("darknet"|"synthetic"), grid, cuts (null or [row
              boundaries, column boundaries] of an uneven grid), fused_layers, reuse,
              input_shape, files: [{sha, name, for: [roles], bytes}].

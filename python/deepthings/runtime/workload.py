@@ -171,7 +171,8 @@ class SyntheticWorkload:
         if len(out.arrays) != 1 or tuple(out.arrays[0].shape) != want:
             raise ProtocolError(f"tile {tile}: result shapes {[a.shape for a in out.arrays]}, expected [{want}]")
 
-    def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
+    def reuse_for(self, tile: int, published: dict[int, TileOutput],
+                  local: "dict[int, list[int]] | None" = None) -> ReuseData | None:
         return None
 
     def neighbours(self, tile: int) -> list[int]:
@@ -397,16 +398,21 @@ class FTPWorkload:
                 if tuple(arr.shape) != want:
                     raise ProtocolError(f"tile {tile}: published {pair} has shape {tuple(arr.shape)}, expected {want}")
 
-    def reuse_for(self, tile: int, published: dict[int, TileOutput]) -> ReuseData | None:
+    def reuse_for(self, tile: int, published: dict[int, TileOutput],
+                  local: "dict[int, list[int]] | None" = None) -> ReuseData | None:
         """The cached pieces the level-0 neighbours published for ``tile`` that it reads with
         those neighbours present (None: none usable). The rest of a publication covers arrival
         orders that did not happen (e.g. half the bytes of a 12x1 strip's with both in). A
         neighbour that lacks a piece the tile would read (a core-only publication when another
         neighbour is missing) does not count as present: the same fixed point as run_level1,
-        so no bytes go out that the tile would ignore."""
+        so no bytes go out that the tile would ignore.
+
+        ``local`` = {src: layers}: pieces the asking edge holds itself (it ran level-0 tile src,
+        the tile's partner): they count for who is present, and are not sent."""
         if self._rp is None or self.level(tile) != 1:
             return None
-        mine = {}
+        local = local or {}
+        mine: dict[int, dict[int, Any]] = {}
         for src in sorted(published):
             out = published[src]
             n_out = len(out.arrays) - out.n_publish
@@ -414,9 +420,13 @@ class FTPWorkload:
                       if pair[0] == tile}
             if pieces:
                 mine[int(src)] = pieces
-        present, needed = self._rp.complete_neighbours(tile, {src: pieces.keys() for src, pieces in mine.items()})
+        have = {src: set(pieces) for src, pieces in mine.items() if src not in local}
+        have.update({int(src): set(layers) for src, layers in local.items()})
+        present, needed = self._rp.complete_neighbours(tile, have)
         pairs, arrays = [], []
         for src in sorted(present):
+            if src in local:
+                continue
             for layer in sorted(needed[src]):
                 pairs.append([src, layer])
                 arrays.append(mine[src][layer])
