@@ -39,14 +39,17 @@ def single_device_ftp(net, grid, fused, x):
     return {int(k[5:]): v for k, v in merged.items()}
 
 
-def run_case(cfg, weights, schedule, edges, grid, fused, n_frames=2, seed=0):
+def run_case(cfg, weights, schedule, edges, grid, fused, n_frames=2, seed=0, sources=None):
     """Distributed == single-device FTP == the unpartitioned single-device forward, bit for bit
     (same native kernels; FTP plans align Winograd convs so tiles round like the full map)."""
     net = load_darknet(cfg, weights) if weights else load_darknet(cfg, random_seed=0)
     rng = np.random.default_rng(seed)
     xs = [rng.random(net.input_shape, dtype=np.float32) for _ in range(n_frames)]
+    if sources is None:
+        sources = 1 if schedule != "wsh" else 0
+    # a frame that never comes back fails the test within a minute instead of hanging it
     with Cluster(cfg, weights=weights, edges=edges, grid=grid, fused_layers=fused, schedule=schedule,
-                 sources=1 if schedule != "wsh" else 0) as c:
+                 sources=sources, frame_timeout_s=60.0) as c:
         results = c.infer_many(xs, window=2)
     for x, r in zip(xs, results):
         ref = single_device(net, x)
@@ -104,6 +107,13 @@ def test_wst_sp_overlap_data_goes_peer_to_peer_not_through_the_gateway(tmp_path)
     for r in p2p:
         assert r.trace.bytes["gateway_in"] < min(v.trace.bytes["gateway_in"] for v in via_gateway) - core // 2
         assert r.trace.bytes["gateway_out"] < min(v.trace.bytes["gateway_out"] for v in via_gateway)
+
+
+def test_wst_s_without_a_data_source_shares_level1_tiles_with_their_reuse_data(tmp_path):
+    """No edge is a data source: the gateway hands out every tile itself, level-1 ones with
+    the overlap data it has cached, and the edges' partner pieces change nothing of the answer."""
+    results = run_case(yolov2_cfg(tmp_path, 160), None, "wst-s", 2, (3, 3), fused=16, n_frames=3, sources=0)
+    assert all(not t["stolen"] for r in results for t in r.trace.tiles if t.get("origin") == "gateway")
 
 
 def test_stolen_level1_strips_carry_no_input_crop(tmp_path):

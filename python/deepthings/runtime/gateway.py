@@ -603,7 +603,7 @@ class Gateway:
         meta: dict[str, Any] = {"origin": "gateway"}
         level = self.workload.level(tile)
         if self.reuse and level == 1:
-            data = self.workload.reuse_for(tile, st.reuse, local) if local else self.workload.reuse_for(tile, st.reuse)
+            data = self.workload.reuse_for(tile, st.reuse)
             if data is not None:
                 arrays += data.arrays
                 meta["reuse"] = data.meta
