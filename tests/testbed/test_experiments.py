@@ -211,7 +211,11 @@ def test_default_points_and_cli_overrides():
     s = ex.settings_from_args(parser.parse_args(["--cfg", str(YOLOV2), "--schedules", "wst-s,wsh", "--grids", "12x1b,3x3",
                                                  "--budget", "0"]))
     assert s.configs == [("wst-s", (12, 1, 1)), ("wst-s", (3, 3)), ("wsh", (12, 1, 1)), ("wsh", (3, 3))]
-    assert s.budget_s is None
+    assert s.budget_s is None and s.round_frames == 6
+    s = ex.settings_from_args(parser.parse_args(["--cfg", str(YOLOV2), "--round-frames", "9"]))
+    assert s.round_frames == 9
+    with pytest.raises(SystemExit, match="round-frames"):
+        ex.settings_from_args(parser.parse_args(["--cfg", str(YOLOV2), "--round-frames", "0"]))
     with pytest.raises(SystemExit, match="unknown schedule"):
         ex.settings_from_args(parser.parse_args(["--cfg", str(YOLOV2), "--schedules", "wst-x"]))
     rows = [{"system": "ftp", "schedule": sch, "grid": g, "devices": 6, "sources": 1, "latency_s": lat}
@@ -226,17 +230,22 @@ def test_suite_order_and_time_budget(tmp_path, monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(ex, "time", type("T", (), {"monotonic": staticmethod(lambda: clock[0])}))
     done: list[str] = []
+    frames: list[int] = []
 
     def row(system, k, lat, what, **kw):
         clock[0] += ex.RUN_START_S + 4 * lat
         done.append(what)
         return {"system": system, "devices": k, "sources": kw.pop("sources", 1), "latency_s": lat, **kw}
 
+    def single(s, c, w):
+        frames.append(s.frames)
+        return row("single", 1, 2.0, "single", schedule="", grid="")
+
     monkeypatch.setattr(ex, "prepare_model", lambda s, d: (d / "c.cfg", d / "w"))
     monkeypatch.setattr(ex, "_cost_model", lambda cfg, s: {})
     monkeypatch.setattr(ex, "idle_rss", lambda s: 0)
     monkeypatch.setattr(ex, "write_outputs", lambda rows, meta, out: None)
-    monkeypatch.setattr(ex, "run_single", lambda s, c, w: row("single", 1, 2.0, "single", schedule="", grid=""))
+    monkeypatch.setattr(ex, "run_single", single)
     # latencies grow as the suite's estimate assumes ((kmax / k) ** 0.8), so it never overshoots
     monkeypatch.setattr(ex, "run_modnn", lambda s, c, w, k: row("modnn", k, 0.6 * (3 / k) ** 0.8, f"modnn {k}", schedule="bodp",
                                                                   grid="1d"))
@@ -253,6 +262,7 @@ def test_suite_order_and_time_budget(tmp_path, monkeypatch):
     assert done[8:11] == ["throughput 1", "throughput 2", "mod thr"]
     assert done[11:] == ["modnn 2", "wst-s 3x3 2", "wst-sp 12x1b 2", "modnn 1", "wst-s 3x3 1", "wst-sp 12x1b 1"]
     assert res["meta"]["skipped"] == [] and len(res["meta"]["rounds"]) == 1
+    assert frames == [3, 6]  # the sweep's frames per run, then the rounds' (round_frames)
     full = clock[0]
     clock[0], done[:] = 0.0, []
     res = ex.run_suite(ex.Settings(**base, budget_s=full - 10), progress=lambda m: None)

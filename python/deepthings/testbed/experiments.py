@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from functools import partial
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -91,6 +91,9 @@ class Settings:
     # round's speedups are against its own single-device run, so the machine's drift (other
     # tenants) cancels, and the goal is judged on their medians.
     rounds: int = 5
+    # Timed frames per run in the rounds: more than the sweep's, because the goal is judged on
+    # the rounds and a run of a few sub-second frames catches the shared machine's swings.
+    round_frames: int = 6
     # The suite stops starting runs that would end past this (seconds from its start; None: no
     # limit): the points at the largest device count and the rounds run first, then the
     # throughput runs, then the smaller device counts, largest first. Skipped points are listed
@@ -521,6 +524,7 @@ def run_rounds(settings: Settings, cfg: Path, weights: Path, rows: list[dict], c
     kmax = settings.max_devices
     configs = round_configs(rows, kmax) if settings.ftp else []
     out: list[dict] = []
+    settings = replace(settings, frames=max(settings.frames, settings.round_frames))
     # one round: the single run, MoDNN and the configurations, each (frames + 1) frames
     lats = [r["latency_s"] for r in rows if r["devices"] == kmax and r["sources"] == 1
             and (r["system"] == "modnn" or (r["system"] == "ftp" and (r["schedule"], parse_grid_label(r["grid"])) in configs))]
@@ -774,7 +778,9 @@ def _rounds_section(meta: dict, kmax: int) -> list[str]:
     label = {"modnn": "MoDNN"} | {k: "FTP-" + k[4:].split()[0].upper() + " " + k.split()[1] for k in names[1:]}
     lines = [f"## Head to head: {summ['n']} rounds at {kmax} devices", "",
              "One device, MoDNN and the sweep's fastest FTP-WST-S and FTP-WST-SP configurations, run back to back in "
-             "each round; every speedup is against the same round's one-device run.", "",
+             "each round; every speedup is against the same round's one-device run"
+             + (f" ({meta['settings']['round_frames']} timed frames per run)."
+                if meta.get("settings", {}).get("round_frames") else "."), "",
              "| round | one device | " + " | ".join(label[k] for k in names) + " |",
              "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for r in rounds:
@@ -1017,6 +1023,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="re-render DIR/report.md, CSV and plots from DIR/runs.json (no root, no runs)")
     p.add_argument("--rounds", type=int, default=None,
                    help="head-to-head rounds after the sweep (one device, MoDNN, the best WST-S and WST-SP configs)")
+    p.add_argument("--round-frames", type=int, default=None,
+                   help="timed frames per run in the rounds (default 6, at least --frames)")
     p.add_argument("--budget", type=float, default=None, metavar="MIN",
                    help="start no run that would end past this many minutes (default 19; 0: no limit)")
     p.add_argument("--no-modnn", action="store_true")
@@ -1040,7 +1048,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         s.size, s.devices, s.sources = 224, [1, 2], [1, 2]
         s.configs = [(sch, (3, 3)) for sch in SCHEDULES]
         s.frames, s.frames_per_source = 2, 2
-        s.rounds = 1
+        s.rounds, s.round_frames = 1, 2
         s.timeout_s = 90.0
         s.out = "benchmarks/results/paper-quick"
     if args.size:
@@ -1072,6 +1080,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.out:
         s.out = args.out
     s.guarantee_cpu = not args.no_guarantee_cpu
+    if args.round_frames is not None:
+        if args.round_frames < 1:
+            raise SystemExit("--round-frames must be >= 1")
+        s.round_frames = args.round_frames
     if args.rounds is not None:
         if args.rounds < 0:
             raise SystemExit("--rounds must be >= 0")
