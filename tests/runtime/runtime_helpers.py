@@ -33,3 +33,46 @@ def serve_until_sourced(gateway: Any, source: Any, timeout_s: float = 30.0) -> b
         stop.set()
         for t in threads:
             t.join(timeout=10)
+
+
+def source_edge(grid: tuple[int, int], size: int, serve_first_s: float) -> tuple[Any, Any, Any]:
+    """A WST-S data-source edge on YOLOv2 at ``size`` (no event loop: tests drive it), a
+    gateway socket that only listens, and a thief's socket on its steal server; plus a frame.
+    Returns (edge, thief socket, frame); destroy ``edge._ctx`` when done."""
+    import numpy as np
+    import zmq
+
+    from deepthings.darknet import network_from_cfg_text
+    from deepthings.runtime import transport
+    from deepthings.runtime.edge import Edge, EdgeConfig
+    from deepthings.runtime.model import build_workload
+    from deepthings.runtime.workload import FTPWorkload
+
+    net = network_from_cfg_text(yolov2_cfg_text(size), random_seed=0, upto=16)
+    wl = FTPWorkload(net, grid, 16, reuse=True)
+    edge = Edge(EdgeConfig(gateway="tcp://127.0.0.1:9", name="src", source=True, advertise_host="127.0.0.1",
+                           serve_first_s=serve_first_s), None, build_workload)
+    _, gw_addr = transport.server_socket(edge._ctx, zmq.ROUTER, "tcp://127.0.0.1:0", None)
+    edge.gw = transport.client_socket(edge._ctx, gw_addr, None)
+    thief = transport.client_socket(edge._ctx, edge.steal_addr, None)
+    edge.workload, edge.schedule, edge.peer_id, edge.ready = wl, "wst-s", 1, True
+    edge.queue.steal_from_front = True
+    edge.link_bytes_per_s = 1e9
+    x = np.random.default_rng(1).random(net.input_shape, dtype=np.float32)
+    return edge, thief, x
+
+
+def steal(edge: Any, thief: Any, **fields: Any) -> int:
+    """Send STEAL_REQ (with ``fields``) from ``thief`` to ``edge``'s steal server, serve it,
+    and return the tile of the TASK that comes back."""
+    from deepthings.runtime import transport
+    from deepthings.runtime.protocol import make
+
+    transport.send(thief, make("STEAL_REQ", thief=7, **fields))
+    for _ in range(200):
+        edge._drain_router()
+        if thief.poll(10):
+            _, msg, _ = transport.recv(thief, False, "victim")
+            assert msg is not None and msg.type == "TASK"
+            return msg["tile"]
+    raise AssertionError("the source never answered the steal")

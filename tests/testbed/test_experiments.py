@@ -220,8 +220,9 @@ def test_default_points_and_cli_overrides():
         ex.settings_from_args(parser.parse_args(["--cfg", str(YOLOV2), "--schedules", "wst-x"]))
     rows = [{"system": "ftp", "schedule": sch, "grid": g, "devices": 6, "sources": 1, "latency_s": lat}
             for sch, g, lat in (("wst-s", "3x3", 0.5), ("wst-s", "12x1b", 0.4), ("wst-sp", "6x2b", 0.3),
-                                ("wst-sp", "12x1b", 0.35), ("wst", "3x3", 0.2))]
-    assert ex.round_configs(rows, 6) == [("wst-s", (12, 1, 1)), ("wst-sp", (6, 2, 1))]
+                                ("wst-sp", "12x1b", 0.33), ("wst", "3x3", 0.2))]
+    # the fastest of each schedule, and its runner-up when within ROUND_TIE of it
+    assert ex.round_configs(rows, 6) == [("wst-s", (12, 1, 1)), ("wst-sp", (6, 2, 1)), ("wst-sp", (12, 1, 1))]
 
 
 def test_suite_order_and_time_budget(tmp_path, monkeypatch):
