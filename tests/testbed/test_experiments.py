@@ -196,6 +196,11 @@ def test_rounds_summary_and_report(tmp_path):
     assert "the best data-reuse configuration (per round: either one): MET (FTP-WST-S 12x1b 4.29x" in report
     assert "vs MoDNN 4.17x; >= 4.0x and above MoDNN in 2 of 3 rounds)" in report
     assert ex.rounds_summary(rounds)["met_by"] == {"ftp-wst-s 12x1b": 2, "ftp-wst-sp 6x2b": 0}
+    # The paper table gives the rounds' medians (no sweep rows here: the sweep's cells are n/a)
+    assert "| speedup FTP-WST-S (its fastest grid) | 3.5x (6 devices) | 4.29x (12x1b, median of 3 rounds; sweep: n/a) |" in report
+    assert "| speedup FTP-WST-SP (ours: overlap data peer to peer) | n/a | 3.81x (6x2b, median of 3 rounds; sweep: n/a) |" in report
+    assert "| speedup MoDNN | 2.1x | 4.17x (median of 3 rounds; sweep: n/a) |" in report
+    assert "| FTP-WST-S / MoDNN speedup ratio | 1.67 | 1.03 (rounds; sweep: n/a) |" in report
 
 
 def test_default_points_and_cli_overrides():
@@ -288,3 +293,36 @@ def test_ftp_latency_ends_at_the_gateways_merged_output():
     for f in frames:
         f["merged_s"] = None  # a gateway that does not report its clock: the source's latency
     assert ex._ftp_row("wst-s", (3, 3), 1, 1, 3, [{"frames": frames}], link, usage, usage)["latency_s"] == pytest.approx(0.37)
+
+
+def _source(frames: int, period: float, offset: float, warmup: float, in_flight: int = 2) -> dict:
+    """A source's frames in a pipeline finishing one every `period` seconds after a warm-up
+    frame that takes `warmup`; frame i + in_flight is submitted when frame i finishes."""
+    fin = [offset + warmup + period * i for i in range(frames)]
+    sub = [offset if i < in_flight else fin[i - in_flight] for i in range(frames)]
+    return {"frames": [{"frame": i, "submitted_s": sub[i], "done_s": fin[i] + 0.01, "merged_s": fin[i]}
+                       for i in range(frames)]}
+
+
+def test_steady_fps_counts_finishes_while_every_source_is_busy():
+    """Three sources each finishing a frame every 0.5 s give 6 FPS, however long their warm-up
+    frames took and however their starts are staggered; the whole-run span would count the
+    warm-ups and the drain against them."""
+    results = [_source(7, 0.5, 0.0, 2.0), _source(7, 0.5, 0.2, 1.0), _source(7, 0.5, 0.4, 1.5)]
+    got = ex.steady_fps(results)
+    assert got["fps"] == pytest.approx(6.0, rel=0.25) and got["fps_window_s"] > 0
+    timed = [f for r in results for f in r["frames"][1:]]
+    naive = len(timed) / (max(f["done_s"] for f in timed) - min(f["submitted_s"] for f in timed))
+    assert naive < 0.8 * got["fps"]
+    # A source with one period twice as long: the window sees the slower rate.
+    slow = [_source(7, 0.5, 0.0, 1.0), _source(7, 1.0, 0.0, 1.0)]
+    assert ex.steady_fps(slow)["fps"] == pytest.approx(3.0, rel=0.25)
+
+
+def test_steady_fps_without_a_window_falls_back_to_the_timed_span():
+    """Too few frames for a steady-state window (the --quick suite): timed frames over the span
+    from the first timed submission to the last finish at the source."""
+    results = [_source(3, 0.5, 0.0, 1.0)]
+    got = ex.steady_fps(results)
+    assert got["fps_window_s"] is None
+    assert got["fps"] == pytest.approx(2 / (results[0]["frames"][2]["done_s"] - 0.0))
