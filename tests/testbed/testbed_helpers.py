@@ -31,6 +31,13 @@ def traces(prefix: str) -> list[str]:
         parent = Path(root) / PARENT
         if parent.is_dir():
             found += [f"cgroup {p}" for p in parent.iterdir() if p.name.startswith(prefix)]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"deepthings.testbed.delayline" in argv and prefix.encode() in argv:
+            found.append(f"delay line process {cmdline.parent.name}")
     if (STATE_DIR / f"{prefix}.json").exists():
         found.append(f"state file {STATE_DIR / (prefix + '.json')}")
     return found

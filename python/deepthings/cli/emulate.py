@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--devices", "-k", type=int, default=None, help="number of emulated edge devices")
     p.add_argument("--cpu", default=None, help="CPU cap of each device in cores, e.g. 0.25 (default: none)")
     p.add_argument("--rate", default=None, help="link rate of each node, tc units (20mbit)")
-    p.add_argument("--delay", default=None, help="one-way link delay per direction (2ms); needs sch_netem")
+    p.add_argument("--delay", default=None, help="one-way link delay per direction (2ms); netem, else a userspace delay line")
     p.add_argument("--loss", default=None, help="packet loss per direction (0.1%%); netem, else a BPF filter")
     p.add_argument("--cpu-period", type=float, default=100.0, metavar="MS",
                    help="CFS period of the CPU caps in ms (default 100, the kernel's): a capped device "
@@ -51,8 +51,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--guarantee-cpu", action="store_true",
                    help="give the emulated devices CPU priority over other work on this machine, so each "
                         "gets its whole quota (the quota still caps it)")
-    p.add_argument("--ignore-missing-netem", action="store_true",
-                   help="on kernels without sch_netem, emulate rate and loss but no delay instead of refusing")
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write per-node bytes sent/received, CPU seconds, throttling and peak memory")
     p.add_argument("--timeout", type=float, default=None, help="stop the workload after this many seconds")
@@ -106,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
     )
     edge_template = shlex.split(args.edge) if args.edge else None
     # SIGINT reaches us as KeyboardInterrupt; the Testbed turns SIGTERM/SIGHUP into one too.
-    tb = Testbed(specs, gateway=gateway, ignore_missing_netem=args.ignore_missing_netem,
-                 guarantee_cpu=args.guarantee_cpu, cpu_period_us=int(round(args.cpu_period * 1000)))
+    tb = Testbed(specs, gateway=gateway, guarantee_cpu=args.guarantee_cpu, cpu_period_us=int(round(args.cpu_period * 1000)))
     status = 0
     with tb:
         print(tb.describe(), file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import re
 from dataclasses import dataclass, field
 
@@ -100,6 +101,12 @@ def cleanup_leftovers(all_runs: bool = False) -> Leftovers:
             except EmulationError as exc:
                 errors.append(str(exc))
     for ns in found.namespaces:
+        # processes outside the cgroups (the delay line) would keep a deleted namespace alive
+        for pid in network.sh(["ip", "netns", "pids", ns], check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
         try:
             network.delete_namespace(ns)
         except EmulationError as exc:

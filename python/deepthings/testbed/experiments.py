@@ -155,7 +155,7 @@ def _env() -> dict[str, str]:
 def _testbed(settings: Settings, k: int) -> Testbed:
     specs = device_specs(k, cpu=settings.cpu, rate=settings.rate, delay=settings.delay, loss=settings.loss)
     gateway = DeviceSpec(cpu=settings.gateway_cpu, link=LinkSpec(settings.rate, settings.delay, settings.loss))
-    return Testbed(specs, gateway=gateway, ignore_missing_netem=True, guarantee_cpu=settings.guarantee_cpu,
+    return Testbed(specs, gateway=gateway, guarantee_cpu=settings.guarantee_cpu,
                    cpu_period_us=int(round(settings.cpu_period_ms * 1000)))
 
 
@@ -885,7 +885,7 @@ def report_markdown(rows: list[dict], meta: dict, plots: list[str]) -> str:
         f"devices emulated as network namespaces, each capped at {s['cpu']} cores (cgroup CFS quota, "
         f"{s.get('cpu_period_ms', 100.0):g} ms period), "
         f"links {s['rate'] or 'unshaped'}{' + ' + s['delay'] if s['delay'] else ''} per direction (tc htb"
-        f"{'/netem' if s['delay'] or s['loss'] else ''}), gateway "
+        f"{'; delay and loss: netem, or a delay line and a BPF filter' if s['delay'] or s['loss'] else ''}), gateway "
         f"{'uncapped' if s['gateway_cpu'] is None else str(s['gateway_cpu']) + ' cores'}"
         f"{'; testbed cgroups have CPU priority over other work' if s.get('guarantee_cpu') else ''}. "
         f"{s['frames']} timed frames per point after a warm-up frame; median latency, from the moment the "
@@ -1074,7 +1074,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="CFS period of the CPU caps in ms (default 100)")
     p.add_argument("--gateway-cpu", type=float, default=None, help="CPU cap of the gateway (default none)")
     p.add_argument("--rate", default=None, help="link rate per direction (default 100mbit)")
-    p.add_argument("--delay", default=None, help="link delay (needs sch_netem)")
+    p.add_argument("--delay", default=None, help="one-way link delay per direction (netem, else a delay line)")
     p.add_argument("--out", default=None, help="output directory (default benchmarks/results/paper)")
     p.add_argument("--no-guarantee-cpu", action="store_true",
                    help="do not give the emulated devices CPU priority over other work on the machine")

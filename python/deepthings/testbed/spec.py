@@ -6,7 +6,7 @@ Pure functions and dataclasses only (no root needed), so the CLI and the tests s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 from deepthings.errors import EmulationError
@@ -177,7 +177,3 @@ def device_specs(
         )
     return specs
 
-
-def without_delay(specs: Sequence[DeviceSpec]) -> list[DeviceSpec]:
-    """The same specs with the delay dropped (for kernels without sch_netem)."""
-    return [replace(s, link=replace(s.link, delay=None)) for s in specs]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from deepthings.errors import EmulationError
 from deepthings.testbed import cgroups, network
-from deepthings.testbed.spec import DeviceSpec, without_delay
+from deepthings.testbed.spec import DeviceSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ class Testbed:
         devices: Sequence[DeviceSpec] | int,
         *,
         gateway: DeviceSpec | None = None,
-        ignore_missing_netem: bool = False,
         prefix: str | None = None,
         guarantee_cpu: bool = False,
         cpu_period_us: int = cgroups.CFS_PERIOD_US,
@@ -87,12 +86,11 @@ class Testbed:
             raise EmulationError("a testbed needs at least one device")
         self.device_specs: list[DeviceSpec] = list(devices)
         self.gateway_spec: DeviceSpec = gateway if gateway is not None else DeviceSpec()
-        self.ignore_missing_netem = ignore_missing_netem
         self.guarantee_cpu = guarantee_cpu
         self.cpu_period_us = cpu_period_us
         self._requested_prefix = prefix
         self.prefix: str = ""
-        self.netem_dropped = False
+        self.delay_line: subprocess.Popen | None = None  # kernels without sch_netem
         self._procs: list[subprocess.Popen] = []
         self._cg: cgroups.CgroupBackend | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -156,17 +154,8 @@ class Testbed:
         network.require_tools()
         self._cg = cgroups.detect(period_us=self.cpu_period_us)
         all_specs = [self.gateway_spec, *self.device_specs]
-        if any(s.link.delay_s > 0 for s in all_specs) and not network.netem_available():
-            if not self.ignore_missing_netem:
-                raise EmulationError(
-                    "this kernel has no sch_netem qdisc, so link delay cannot be emulated "
-                    "(loss can: a BPF filter does it); drop --delay or pass --ignore-missing-netem "
-                    "to emulate rate and loss only"
-                )
-            log.warning("kernel lacks sch_netem: emulating link rate and loss only, no delay")
-            self.gateway_spec = without_delay([self.gateway_spec])[0]
-            self.device_specs = without_delay(self.device_specs)
-            self.netem_dropped = True
+        # Without sch_netem a userspace delay line delays the links (testbed.delayline).
+        use_line = any(s.link.delay_s > 0 for s in all_specs) and not network.netem_available()
         self.prefix = self._requested_prefix or _new_prefix()
         self._install_signal_handlers()
         try:
@@ -180,10 +169,13 @@ class Testbed:
                 spec = self.spec(name)
                 ns = self.namespace(name)
                 network.add_namespace(ns)
-                network.connect(ns, self.bridge_namespace, name, self.address(name))
+                network.connect(ns, self.bridge_namespace, name, self.address(name),
+                                delay_line=use_line and spec.link.delay_s > 0)
                 network.shape(ns, network.NODE_IF, spec.link)  # upload
                 network.shape(self.bridge_namespace, name, spec.link)  # download
                 self._cg.create(self.cgroup(name), spec.cpu)
+            if use_line:
+                self._start_delay_line()
         except BaseException:
             self.close(raise_errors=False)
             raise
@@ -227,6 +219,26 @@ class Testbed:
             if raise_errors:
                 raise EmulationError(msg + " (run `deepthings emulate --cleanup`)")
             log.error("%s", msg)
+
+    def _start_delay_line(self) -> None:
+        """One delay line for all delayed links, in the bridge namespace; ready before any traffic."""
+        import sys
+
+        links = [",".join([*network.delay_ends(n), f"{self.spec(n).link.delay_s:.9f}", f"{self.spec(n).link.delay_s:.9f}"])
+                 for n in self.nodes if self.spec(n).link.delay_s > 0]
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.bridge_namespace, sys.executable, "-m", "deepthings.testbed.delayline",
+             "--run", self.prefix, *links],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        self._procs.append(proc)
+        self.delay_line = proc
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "ready", or EOF if it failed
+        if line.strip() != "ready":
+            _stop_process(proc)
+            err = proc.stderr.read() if proc.stderr else ""
+            raise EmulationError(f"the delay line (link delay without sch_netem) did not start: {err.strip()[-2000:]}")
 
     def _reap(self) -> None:
         for proc in self._procs:
@@ -387,8 +399,8 @@ class Testbed:
                 ) if p
             ) or "unshaped"
             lines.append(f"  {name:>3}  {self.address(name):<13} ns {self.namespace(name):<12} cpu {cpu:<12} {link}")
-        if self.netem_dropped:
-            lines.append("  (kernel lacks sch_netem: link delay is NOT emulated)")
+        if self.delay_line is not None:
+            lines.append("  (kernel lacks sch_netem: link delay by a userspace delay line in the bridge namespace)")
         return "\n".join(lines)
 
 
