@@ -525,7 +525,10 @@ class Edge:
         if has_crop and not msg.arrays:
             raise ProtocolError(f"TASK for tile {tile} carries no input crop")
         crop = msg.arrays[0] if has_crop else None
-        self.workload.check_crop(tile, crop, region) if region is not None else self.workload.check_crop(tile, crop)
+        if region is None:
+            self.workload.check_crop(tile, crop)
+        else:  # a lean task: only FTP workloads make them
+            self.workload.check_crop(tile, crop, region)  # type: ignore[call-arg]
         if has_crop and 0 in msg.codes:  # kept as it came: its size is what moved, and what moves on if stolen again
             crop = msg.codes[0]
         extra = list(msg.arrays[1:] if has_crop else msg.arrays)
@@ -671,7 +674,7 @@ class Edge:
         for t in (self.current, self.parked):
             if t is not None and (t.frame, t.tile) == (frame, tile):
                 return True
-        return any((t.frame, t.tile) == (frame, tile) for t in self.queue._q)
+        return any((t.frame, t.tile) == (frame, tile) for t in self.queue)
 
     def _own_pieces(self, frame: int, tile: int) -> dict[int, dict[int, np.ndarray]]:
         """Overlap pieces for level-1 ``tile`` that this edge computed itself: {src: {layer: array}}."""
@@ -887,10 +890,10 @@ class Edge:
             log.warning("tile %d of frame %d: its source no longer has the frame; dropped (the gateway "
                         "re-issues it)", task.tile, task.frame)
             return
-        crop = msg.codes.get(0, msg.arrays[0])
+        crop = msg.codes.get(0, msg.arrays[0])  # 8-bit codes stay codes, as in TASK
         try:
             assert self.workload is not None
-            self.workload.check_crop(task.tile, as_float(crop), region)
+            self.workload.check_crop(task.tile, msg.arrays[0], region)  # type: ignore[call-arg]
         except ProtocolError as exc:
             log.warning("tile %d of frame %d: bad CROP from %s (%s); dropped", task.tile, task.frame, addr, exc)
             return

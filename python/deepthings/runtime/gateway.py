@@ -498,7 +498,7 @@ class Gateway:
             st.bytes_out += self._send(peer, make("REUSE", [], frame=frame, tile=tile, meta={"peers": peers}))
             return
         if st is not None and 0 <= tile < st.n_tiles and self.reuse:
-            data = self.workload.reuse_for(tile, st.reuse, local) if local else self.workload.reuse_for(tile, st.reuse)
+            data = self.workload.reuse_for(tile, st.reuse, local)
         if data is None:
             self.events.add(now, frame, tile, "reuse-miss", peer.peer_id)
             n = self._send(peer, make("REUSE", [], frame=frame, tile=tile, meta={}))
