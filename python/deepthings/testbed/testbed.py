@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -222,10 +223,11 @@ class Testbed:
 
     def _start_delay_line(self) -> None:
         """One delay line for all delayed links, in the bridge namespace; ready before any traffic."""
-        import sys
-
-        links = [",".join([*network.delay_ends(n), f"{self.spec(n).link.delay_s:.9f}", f"{self.spec(n).link.delay_s:.9f}"])
-                 for n in self.nodes if self.spec(n).link.delay_s > 0]
+        links = []
+        for n in self.nodes:
+            delay = self.spec(n).link.delay_s  # each direction, as netem on both ends would
+            if delay > 0:
+                links.append(",".join([*network.delay_ends(n), f"{delay:.9f}", f"{delay:.9f}"]))
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.bridge_namespace, sys.executable, "-m", "deepthings.testbed.delayline",
              "--run", self.prefix, *links],
